@@ -6,7 +6,7 @@ MICROPYTHON = sys.implementation.name == "micropython"
 
 if MICROPYTHON:
     from micropython import const
-    from time import ticks_us, ticks_ms, ticks_diff, sleep_ms
+    from time import ticks_us, ticks_ms, ticks_diff, sleep_ms, sleep_us
     import asyncio
 
     async_sleep_ms = asyncio.sleep_ms
@@ -32,6 +32,9 @@ else:
     def sleep_ms(ms):
         _time.sleep(ms / 1000)
 
+    def sleep_us(us):
+        _time.sleep(us / 1000000)
+
     def async_sleep_ms(ms):
         return asyncio.sleep(ms / 1000)
 
@@ -44,3 +47,20 @@ start_new_thread = _thread.start_new_thread
 def has_viper():
     """True where the native emitter exists (unix, rp2, esp32); viper modules import only then."""
     return MICROPYTHON and sys.platform != "webassembly"
+
+
+_ITEMSIZE = {"b": 1, "B": 1, "h": 2, "H": 2, "i": 4, "I": 4, "q": 8, "Q": 8}
+
+
+def itemsize(typecode):
+    return _ITEMSIZE[typecode]
+
+
+def zeros(typecode, n):
+    """A zero-filled array of n items, built without a temporary list."""
+    from array import array
+
+    if MICROPYTHON:
+        # MicroPython takes a buffer initializer as raw bytes; CPython would take it item by item.
+        return array(typecode, bytearray(n * _ITEMSIZE[typecode]))
+    return array(typecode, (0,)) * n

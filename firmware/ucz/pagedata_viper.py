@@ -1,0 +1,147 @@
+# Viper versions of pagedata's hot functions: same bytes, same results (tests compare them).
+# Imported only where the native emitter exists. Viper does no bounds checks: callers pass
+# offsets inside the buffer (pool.py owns those). Viper `int` is the machine word (32 bits on
+# boards, 64 on the unix port), so 32-bit results are masked with M, built at run time
+# because 0xFFFFFFFF is not a small int on 32-bit ports. Frames start 4-byte aligned
+# (bytearray data is word aligned, page_size is a power of two), so ptr32 is safe on them.
+import micropython
+from micropython import const
+from .pagedata import page_kind, mix, VOCAB, VOFF
+
+# Kind codes as module consts: viper inlines these, not names imported from pagedata.
+_ZERO = const(0)
+_PATTERN = const(1)
+_TEXT = const(2)
+_SENSOR = const(3)
+
+
+@micropython.viper
+def _fill(buf: ptr8, off: int, n: int, kind: int, x0: uint, voc: ptr8, voff: ptr8):
+    m = uint(0xFFFF) << 16 | uint(0xFFFF)
+    a = uint(1664525)
+    c = uint(1013904223)
+    x = x0
+    end = off + n
+    if kind == _ZERO:
+        i = off
+        while i < end:
+            buf[i] = 0
+            i += 1
+    elif kind == _PATTERN:
+        period = 4 << int((x >> 28) & 3)
+        if period > n:
+            period = n
+        i = off
+        while i < off + period:
+            x = (x * a + c) & m
+            buf[i] = int(x >> 24)
+            i += 1
+        while i < end:
+            buf[i] = buf[i - period]
+            i += 1
+    elif kind == _TEXT:
+        i = off
+        while i < end:
+            x = (x * a + c) & m
+            w = int((x >> 24) & 31)
+            j = voff[w]
+            k = voff[w + 1]
+            while j < k and i < end:
+                buf[i] = voc[j]
+                i += 1
+                j += 1
+            if i < end and int((x >> 16) & 7) == 0:
+                buf[i] = 46
+                i += 1
+            if i < end:
+                buf[i] = 32
+                i += 1
+    elif kind == _SENSOR:
+        v = 2048 + int((x >> 20) & 1023)
+        i = off
+        while i + 1 < end:
+            x = (x * a + c) & m
+            r = int(x >> 24)
+            if r < 64:
+                v += 1
+            elif r < 128:
+                v -= 1
+            s = v
+            if (r & 7) == 0:
+                s = v ^ 1
+            buf[i] = s & 0xFF
+            buf[i + 1] = (s >> 8) & 0xFF
+            i += 2
+        if i < end:
+            buf[i] = 0
+    else:
+        i = off
+        while i < end:
+            x = (x * a + c) & m
+            buf[i] = int(x >> 24)
+            i += 1
+
+
+def fill(buf, off, n, kind, seed, page, ver):
+    _fill(buf, off, n, page_kind(kind, seed, page), mix(seed, page, ver), VOCAB, VOFF)
+
+
+@micropython.viper
+def csum(buf: ptr8, off: int, n: int) -> int:
+    m = uint(0xFFFF) << 16 | uint(0xFFFF)
+    a = uint(0)
+    b = uint(0)
+    i = off
+    end = off + n
+    while i < end:
+        a = (a + uint(buf[i])) & m
+        b = (b + a) & m
+        i += 1
+    return int(((b << 13) ^ (b >> 17) ^ a) & uint(0x3FFFFFFF))
+
+
+@micropython.viper
+def same_word(buf: ptr8, off: int, n: int, out: ptr32, oi: int) -> bool:
+    w = ptr32(uint(buf) + uint(off))  # frame start: word aligned
+    v = w[0]
+    i = 1
+    nw = n >> 2
+    while i < nw:
+        if w[i] != v:
+            return False
+        i += 1
+    out[oi] = v
+    return True
+
+
+@micropython.viper
+def memset32(buf: ptr8, off: int, n: int, src: ptr32, si: int):
+    w = ptr32(uint(buf) + uint(off))
+    v = src[si]
+    i = 0
+    nw = n >> 2
+    while i < nw:
+        w[i] = v
+        i += 1
+
+
+@micropython.viper
+def copy(dst: ptr8, doff: int, src: ptr8, soff: int, n: int):
+    # Byte copy: zpool slots and frames may sit at any alignment; n is at most a page.
+    i = 0
+    while i < n:
+        dst[doff + i] = src[soff + i]
+        i += 1
+
+
+@micropython.viper
+def set_word(dst: ptr32, di: int, src: ptr32, si: int):
+    dst[di] = src[si]
+
+
+@micropython.viper
+def rand(state: ptr32) -> int:
+    m = uint(0xFFFF) << 16 | uint(0xFFFF)
+    x = (uint(state[0]) * uint(1664525) + uint(1013904223)) & m
+    state[0] = x
+    return int(x >> 8)

@@ -1,0 +1,445 @@
+# Page frames, the page table, the free list, watermarks, the fault path, and the two halves
+# of storing a page (compress outside the lock, commit under it) that every reclaimer shares.
+#
+# A "frame" is a page_size slice of one preallocated bytearray (not a physical page); a
+# "page" is a logical page the workload addresses, npages of them, more than there are frames.
+# Per page: state byte + val word + length + version + checksum = 13 bytes; per frame: owner
+# and a free-list slot = 4 bytes. No object per page anywhere.
+#
+# Page states (low nibble of state[p]); a page is in exactly one:
+#   UNMAPPED  never touched                      val: -
+#   RESIDENT  in frame val[p]                     (REF bit = referenced since the hand passed)
+#   QUEUED    in the kcompressd ring, frame val[p] still holds the data
+#   WRITEBACK taken by the compressor, being compressed from frame val[p] (PG_writeback)
+#   ZSTORED   in the zpool, handle val[p], clen[p] bytes (clen == page_size: stored raw)
+#   SAME      one repeated 32-bit word, kept in val[p] (zram same_pages)
+#
+# Concurrency (rp2 and the unix port have no GIL): `lock` guards the free list, the ring, the
+# zpool allocator, the QUEUED/WRITEBACK transitions and the counters the compressor thread
+# also writes. Only the main thread (app + scanner) moves pages into or out of a frame, so it
+# may read RESIDENT state without the lock; the compressor only ever touches QUEUED and
+# WRITEBACK pages.
+from .compat import const, allocate_lock, ticks_us, ticks_diff, zeros, itemsize
+from . import counters as C
+from . import lz4
+from .pagedata import fill, csum, same_word, memset32, copy, set_word
+from .zpool import ZPool, zspage_pages
+
+UNMAPPED = const(0)
+RESIDENT = const(1)
+QUEUED = const(2)
+WRITEBACK = const(3)
+ZSTORED = const(4)
+SAME = const(5)
+STATE = const(0x0F)
+HUGE = const(0x40)  # last store found it incompressible and it was not written since
+REF = const(0x80)   # referenced (PG_referenced): the CLOCK hand gives it a second chance
+NONE = const(0xFFFF)
+STATE_NAMES = ("unmapped", "resident", "queued", "writeback", "zstored", "same")
+
+
+class Scratch:
+    """Per-thread buffers for storing a page: no allocation per page."""
+
+    def __init__(self, page_size):
+        self.buf = bytearray(lz4.bound(page_size))
+        self.table = lz4.new_table()
+        self.word = zeros("I", 1)
+        self.us = 0     # time the last compress() took
+        self.busy = 0   # total compress() time through this scratch (scan_us excludes it)
+        self.frame = 0  # frame of the page the last ring pop returned
+
+
+def arena_bytes(nframes, page_size, zpool_bytes):
+    """Bytes of the arena a pool needs: its frames, then its zpool cut to whole zspages."""
+    z = page_size * zspage_pages(zpool_bytes, page_size)
+    return nframes * page_size + zpool_bytes // z * z
+
+
+class Pool:
+    def __init__(self, npages, nframes, page_size, zpool_bytes, data=0, seed=1,
+                 wmin=0, wlow=0, whigh=0, ring=64, arena=None):
+        if page_size & (page_size - 1) or not 256 <= page_size <= 4096:
+            raise ValueError("page_size: must be a power of two in 256..4096")
+        if not 1 <= npages < NONE:
+            raise ValueError("pages: must be 1..%d" % (NONE - 1))
+        if not 4 <= nframes < NONE:
+            raise ValueError("frames: must be 4..%d" % (NONE - 1))
+        if not 1 <= ring < NONE:
+            raise ValueError("ring: must be 1..%d" % (NONE - 1))
+        # Default watermarks scale with the pool, like min_free_kbytes with RAM.
+        wmin = wmin or max(2, nframes // 32)
+        wlow = wlow or wmin + max(2, nframes // 32)
+        whigh = whigh or wlow + max(4, nframes // 16)
+        if not 0 < wmin < wlow < whigh < nframes:
+            raise ValueError("watermarks: need 0 < min < low < high < frames (got %d %d %d)"
+                             % (wmin, wlow, whigh))
+        self.P = page_size
+        self.npages = npages
+        self.nframes = nframes
+        self.wmin = wmin
+        self.wlow = wlow
+        self.whigh = whigh
+        self.data = data
+        self.seed = seed
+        # Frames and the zpool share one arena: frames first, the store after them. A board
+        # allocates the arena once, early (server start), before the heap fragments.
+        need = arena_bytes(nframes, page_size, zpool_bytes)
+        if arena is None:
+            arena = bytearray(need)
+        elif len(arena) < need:
+            raise ValueError("zpool: frames + zpool need %d bytes, the arena has %d"
+                             % (need, len(arena)))
+        self.frames = arena
+        self.fmv = memoryview(arena)
+        self.state = bytearray(npages)
+        self.val = zeros("I", npages)
+        self.clen = zeros("H", npages)
+        self.ver = zeros("H", npages)
+        self.sum = zeros("I", npages)
+        self.owner = zeros("H", nframes)
+        self.flist = zeros("H", nframes)
+        for f in range(nframes):
+            self.owner[f] = NONE
+            self.flist[f] = nframes - 1 - f  # pop order 0, 1, 2 ...
+        self.nfree = nframes
+        self.nqueued = 0  # pages QUEUED or WRITEBACK: their frames are not free yet
+        self.nsame = 0
+        self.z = ZPool(zpool_bytes, page_size, buf=arena, base=nframes * page_size)
+        self.zmv = self.fmv
+        # The kcompressd FIFO: page numbers, fixed size. Entries may go stale (a rescued page
+        # stays in the ring); the compressor skips any entry whose page is no longer QUEUED.
+        self.ring = zeros("H", ring)
+        self.rsize = ring
+        self.rhead = 0
+        self.rcount = 0
+        self.c = C.new()
+        self.hist = C.new_hist()
+        self.lock = allocate_lock()
+        self.scratch = Scratch(page_size)  # the main thread's (scanner inline, direct reclaim)
+        self.scanner = None  # set by Scanner: direct reclaim and wake-ups go through it
+
+    # -- accounting --------------------------------------------------------------------------
+
+    def meta_bytes(self):
+        """Metadata bytes: (per logical page, per frame, fixed: ring + zpool bookkeeping)."""
+        per_page = 1 + itemsize("I") + itemsize("H") + itemsize("H") + itemsize("I")
+        per_frame = 2 * itemsize("H")
+        return per_page, per_frame, itemsize("H") * self.rsize + self.z.meta_bytes()
+
+    def gauges(self):
+        """Fill the mm_stat-like gauges in the counter array (not counters: current values)."""
+        c = self.c
+        c[C.ORIG_DATA_SIZE] = (self.z.nobj + self.nsame) * self.P
+        c[C.COMPR_DATA_SIZE] = self.z.used_bytes
+        c[C.MEM_USED] = self.z.mem_used()
+
+    # -- frames and faults (main thread) -------------------------------------------------------
+
+    def get_frame(self):
+        """A free frame for a fault, reclaiming directly when free <= min; -1 when none at all."""
+        lk = self.lock
+        lk.acquire()
+        if self.nfree > self.wmin:
+            self.nfree -= 1
+            f = self.flist[self.nfree]
+            low = self.nfree <= self.wlow
+            lk.release()
+            self.c[C.PGALLOC] += 1
+            if low:
+                self.scanner.wake()
+            return f
+        lk.release()
+        # Allocation stall: this allocation reclaims by itself before it gets a frame.
+        t0 = ticks_us()
+        c = self.c
+        c[C.ALLOCSTALL] += 1
+        self.scanner.wake()
+        self.scanner.direct()
+        f = -1
+        lk.acquire()
+        if self.nfree > 0:  # below min is allowed once we have reclaimed (like __GFP_HIGH)
+            self.nfree -= 1
+            f = self.flist[self.nfree]
+        lk.release()
+        dt = ticks_diff(ticks_us(), t0)
+        c[C.ALLOCSTALL_US] += dt
+        C.hist_add(self.hist, dt)
+        if f >= 0:
+            c[C.PGALLOC] += 1
+        return f
+
+    def touch(self, p, write):
+        """One access of page p by the app: map it, verify what is read, write a new version.
+
+        Returns the frame, or -1 when no frame could be had (counted as oom).
+        """
+        s = self.state[p]
+        st = s & STATE
+        check = not write
+        if st == RESIDENT:
+            f = self.val[p]
+            self.state[p] = s | REF
+        else:
+            f = -1
+            if st == QUEUED or st == WRITEBACK:
+                f = self._rescue(p)
+            if f < 0:
+                f = self._fault(p)
+                if f < 0:
+                    self.c[C.OOM] += 1
+                    return -1
+                check = True  # every page brought back is verified, even when about to be written
+        P = self.P
+        off = f * P
+        if check and csum(self.frames, off, P) != self.sum[p]:
+            self.c[C.CORRUPT] += 1
+        if write:
+            v = (self.ver[p] + 1) & 0xFFFF
+            self.ver[p] = v
+            fill(self.frames, off, P, self.data, self.seed, p, v)
+            self.sum[p] = csum(self.frames, off, P)
+            self.state[p] = RESIDENT | REF  # new content: forget HUGE
+        return f
+
+    def _rescue(self, p):
+        # A queued page touched before the compressor got to it comes back without decompression.
+        self.lock.acquire()
+        s = self.state[p]
+        st = s & STATE
+        f = -1
+        if st == QUEUED or st == WRITEBACK:
+            self.state[p] = RESIDENT | REF | (s & HUGE)
+            self.nqueued -= 1
+            self.c[C.PGRESCUED] += 1
+            f = self.val[p]
+        self.lock.release()
+        return f
+
+    def _fault(self, p):
+        f = self.get_frame()
+        if f < 0:
+            return -1
+        c = self.c
+        c[C.PGFAULT] += 1
+        P = self.P
+        off = f * P
+        s = self.state[p]
+        st = s & STATE
+        if st == ZSTORED:
+            h = self.val[p]
+            n = self.clen[p]
+            zoff = self.z.offset(h)  # our object's zpage cannot change class while we hold it
+            t0 = ticks_us()
+            if n == P:
+                copy(self.frames, off, self.z.buf, zoff, P)
+            else:
+                try:
+                    lz4.decompress(self.zmv[zoff:zoff + n], self.fmv[off:off + P])
+                except ValueError:
+                    pass  # the checksum below counts it as corrupt
+            c[C.DECOMPRESS_US] += ticks_diff(ticks_us(), t0)
+            self.lock.acquire()
+            self.z.free(h, n)
+            self.lock.release()
+            self._swapin()
+        elif st == SAME:
+            memset32(self.frames, off, P, self.val, p)
+            self.lock.acquire()
+            self.nsame -= 1
+            self.lock.release()
+            self._swapin()
+        elif st == UNMAPPED:
+            fill(self.frames, off, P, self.data, self.seed, p, 0)
+            self.sum[p] = csum(self.frames, off, P)
+        self.val[p] = f
+        self.owner[f] = p
+        self.state[p] = RESIDENT | REF | (s & HUGE)
+        return f
+
+    def _swapin(self):
+        c = self.c
+        c[C.PGMAJFAULT] += 1
+        c[C.PSWPIN] += 1
+        c[C.WORKINGSET_REFAULT] += 1
+
+    # -- storing a page: compress (no lock) then commit (under the lock) -------------------------
+
+    def compress(self, p, f, sc):
+        """Encode page p from frame f into sc; return -1 (same-filled), P (store raw) or LZ4 bytes.
+
+        Runs without the lock: the frame is the caller's (RESIDENT in the main thread, or
+        WRITEBACK in the compressor, whose commit is discarded if the page was rescued).
+        """
+        P = self.P
+        off = f * P
+        t0 = ticks_us()
+        if same_word(self.frames, off, P, sc.word, 0):
+            n = -1
+        elif self.state[p] & HUGE:
+            n = P  # known incompressible and unchanged: do not try again
+        else:
+            n = lz4.compress(self.fmv[off:off + P], sc.buf, sc.table)
+            if n > (P * 3) >> 2:
+                n = P
+        t = ticks_diff(ticks_us(), t0)
+        sc.us = t
+        sc.busy += t
+        return n
+
+    def commit(self, p, f, n, sc, steal):
+        """Publish a stored page and free its frame; caller holds the lock. False if zpool full."""
+        c = self.c
+        P = self.P
+        if n < 0:
+            set_word(self.val, p, sc.word, 0)  # the fill word, without making a Python int
+            self.state[p] = SAME
+            self.nsame += 1
+            c[C.SAME_PAGES] += 1
+        else:
+            h = self.z.alloc(n)
+            if h < 0:
+                c[C.ZPOOL_FULL] += 1
+                return False
+            zoff = self.z.offset(h)
+            if n == P:
+                # Incompressible: stored raw in a whole zpage (no slot waste, memcpy to read),
+                # and not compressed again until it is written (HUGE).
+                copy(self.z.buf, zoff, self.frames, f * P, P)
+                self.state[p] = ZSTORED | HUGE
+                c[C.INCOMPRESSIBLE] += 1
+            else:
+                copy(self.z.buf, zoff, sc.buf, 0, n)
+                self.state[p] = ZSTORED
+            self.val[p] = h
+            self.clen[p] = n
+        self.owner[f] = NONE
+        self.flist[self.nfree] = f
+        self.nfree += 1
+        c[C.PSWPOUT] += 1
+        c[steal] += 1
+        c[C.COMPRESS_US] += sc.us
+        return True
+
+    def store_inline(self, p, steal):
+        """Reclaim resident page p synchronously (scanner in kswapd mode, fallback, direct)."""
+        f = self.val[p]
+        sc = self.scratch
+        n = self.compress(p, f, sc)
+        self.lock.acquire()
+        ok = self.commit(p, f, n, sc, steal)
+        self.lock.release()
+        if not ok:
+            self.state[p] = RESIDENT | (self.state[p] & HUGE)  # stays, unreferenced
+        return ok
+
+    # -- the kcompressd ring -----------------------------------------------------------------------
+
+    def enqueue(self, p):
+        """Isolate resident page p into the ring; False when the ring is full."""
+        lk = self.lock
+        lk.acquire()
+        if self.rcount == self.rsize:
+            lk.release()
+            return False
+        i = self.rhead + self.rcount
+        if i >= self.rsize:
+            i -= self.rsize
+        self.ring[i] = p
+        self.rcount += 1
+        self.state[p] = QUEUED | (self.state[p] & HUGE)
+        self.nqueued += 1
+        c = self.c
+        if self.rcount > c[C.KCOMPRESSD_QUEUE_MAX]:
+            c[C.KCOMPRESSD_QUEUE_MAX] = self.rcount
+        lk.release()
+        return True
+
+    def dequeue(self, sc):
+        """Take the next still-queued page for compression (-> WRITEBACK); -1 when none.
+
+        Its frame is left in sc.frame (no tuple allocation).
+        """
+        lk = self.lock
+        lk.acquire()
+        while self.rcount:
+            p = self.ring[self.rhead]
+            self.rhead += 1
+            if self.rhead == self.rsize:
+                self.rhead = 0
+            self.rcount -= 1
+            s = self.state[p]
+            if s & STATE == QUEUED:
+                self.state[p] = WRITEBACK | (s & HUGE)
+                sc.frame = self.val[p]
+                lk.release()
+                return p
+        lk.release()
+        return -1
+
+    def writeback(self, p, sc, steal):
+        """Compress a dequeued page and publish it unless it was rescued meanwhile."""
+        f = sc.frame
+        n = self.compress(p, f, sc)
+        lk = self.lock
+        lk.acquire()
+        if self.state[p] & STATE == WRITEBACK:
+            self.nqueued -= 1
+            if not self.commit(p, f, n, sc, steal):
+                self.state[p] = RESIDENT | (self.state[p] & HUGE)  # zpool full: keep it
+        lk.release()
+
+    # -- invariants (tests and --check runs) ---------------------------------------------------------
+
+    def check(self):
+        """Check every invariant; returns a list of problems (empty when sound). Allocates."""
+        bad = []
+        self.lock.acquire()
+        try:
+            counts = [0] * 6
+            zbytes = 0
+            seen = bytearray(self.nframes)
+            for p in range(self.npages):
+                st = self.state[p] & STATE
+                if st > SAME:
+                    bad.append("page %d: bad state %d" % (p, st))
+                    continue
+                counts[st] += 1
+                if RESIDENT <= st <= WRITEBACK:
+                    f = self.val[p]
+                    if f >= self.nframes or seen[f]:
+                        bad.append("page %d: frame %d bad or shared" % (p, f))
+                        continue
+                    seen[f] = 1
+                    if self.owner[f] != p:
+                        bad.append("frame %d: owner %d, page %d" % (f, self.owner[f], p))
+                elif st == ZSTORED:
+                    zbytes += self.clen[p]
+            framed = counts[RESIDENT] + counts[QUEUED] + counts[WRITEBACK]
+            if self.nfree + framed != self.nframes:
+                bad.append("frames: free %d + framed %d != %d" % (self.nfree, framed, self.nframes))
+            if counts[QUEUED] + counts[WRITEBACK] != self.nqueued:
+                bad.append("queued: %d pages, counter %d" % (counts[QUEUED] + counts[WRITEBACK], self.nqueued))
+            if counts[SAME] != self.nsame:
+                bad.append("same: %d pages, counter %d" % (counts[SAME], self.nsame))
+            if counts[ZSTORED] != self.z.nobj or zbytes != self.z.used_bytes:
+                bad.append("zpool: %d pages / %d bytes, allocator %d / %d"
+                           % (counts[ZSTORED], zbytes, self.z.nobj, self.z.used_bytes))
+            for i in range(self.nfree):
+                f = self.flist[i]
+                if seen[f] or self.owner[f] != NONE:
+                    bad.append("free frame %d is in use" % f)
+                seen[f] = 1
+            try:
+                self.z.check()
+            except AssertionError as e:
+                bad.append(str(e))
+        finally:
+            self.lock.release()
+        return bad
+
+    def state_counts(self):
+        counts = [0] * 6
+        for p in range(self.npages):
+            counts[self.state[p] & STATE] += 1
+        return dict(zip(STATE_NAMES, counts))

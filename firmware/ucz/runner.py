@@ -1,0 +1,199 @@
+# One experiment: build the pool, start the scanner, the compressor and the app, sample the
+# counters, and return the results. The host validates arguments with config() too (one
+# definition of the rules), so this module must stay importable on CPython.
+import gc
+import sys
+from .compat import asyncio, ticks_us, ticks_diff, async_sleep_ms, MICROPYTHON
+from . import counters as C
+from .pagedata import KINDS
+from .pool import Pool, arena_bytes
+from .scanner import Scanner
+from .compressor import Compressor
+from .workload import Workload, WORKLOADS, app
+from . import VERSION
+
+DEFAULTS = {
+    "mode": "kcompressd",   # kswapd: the scanner compresses; kcompressd: a compressor does
+    "compressor": "thread",  # kcompressd placement: task (same core) or thread (second core)
+    "workload": "uniform",
+    "pages": 256,           # logical pages
+    "frames": 64,           # page frames (pages > frames: memory pressure)
+    "page_size": 1024,
+    "zpool": 0,             # compressed store bytes; 0: sized from pages, frames and data kind
+    "ring": 64,             # kcompressd FIFO entries
+    "ops": 20000,
+    "write_pct": 30,
+    "think_us": 0,          # idle time per access (background reclaim runs then)
+    "yield_ops": 8,         # with no think time, the app yields to the loop this often
+    "duration_ms": 0,       # cap on the run's length; 0: none
+    "data": "mixed",
+    "seed": 1,
+    "hot_pct": 10,          # hotcold/bursty: size of the hot set
+    "burst": 64,            # bursty: accesses per burst
+    "gap_ms": 5,            # bursty: idle time between bursts
+    "slice_us": 2000,       # longest the scanner or a task compressor runs before yielding
+    "wmark_min": 0,         # watermarks in free frames; 0: defaults from frames
+    "wmark_low": 0,
+    "wmark_high": 0,
+    "sample_ms": 100,       # period of sample events
+    "check_every": 0,       # check every invariant each N ops (tests); 0: never
+    "pressure": 1,          # 1: refuse configs with frames >= pages (no reclaim would happen)
+}
+
+CHOICES = {
+    "mode": ("kswapd", "kcompressd"),
+    "compressor": ("task", "thread"),
+    "workload": WORKLOADS,
+    "data": KINDS,
+}
+
+# Inclusive ranges of the int knobs.
+RANGES = {
+    "pages": (1, 65534), "frames": (4, 65534), "page_size": (256, 4096), "zpool": (0, 1 << 30),
+    "ring": (1, 65534), "ops": (1, 1 << 30), "write_pct": (0, 100), "think_us": (0, 10000000),
+    "yield_ops": (1, 1 << 20), "duration_ms": (0, 86400000), "seed": (0, (1 << 30) - 1),
+    "hot_pct": (1, 100), "burst": (1, 1 << 20), "gap_ms": (0, 60000), "slice_us": (50, 1000000),
+    "wmark_min": (0, 65534), "wmark_low": (0, 65534), "wmark_high": (0, 65534),
+    "sample_ms": (10, 600000), "check_every": (0, 1 << 30), "pressure": (0, 1),
+}
+
+# Auto zpool: eighths of a page per non-resident page, by data kind (measured LZ4 output plus
+# slot rounding; random pages are stored raw, whole).
+_ZEIGHTHS = {"zero": 1, "pattern": 2, "text": 5, "sensor": 8, "random": 8, "mixed": 6}
+
+
+def config(args):
+    """Defaults filled in and every value checked; ValueError("<key>: <problem>") otherwise."""
+    cfg = dict(DEFAULTS)
+    for k in args:
+        if k not in DEFAULTS:
+            raise ValueError("%s: unknown parameter" % k)
+        v = args[k]
+        if isinstance(DEFAULTS[k], str):
+            if v not in CHOICES[k]:
+                raise ValueError("%s: %r is not one of %s" % (k, v, ", ".join(CHOICES[k])))
+        else:
+            if isinstance(v, bool) or not isinstance(v, int):
+                raise ValueError("%s: %r is not an integer" % (k, v))
+            lo, hi = RANGES[k]
+            if not lo <= v <= hi:
+                raise ValueError("%s: %d is out of range %d..%d" % (k, v, lo, hi))
+        cfg[k] = v
+    ps = cfg["page_size"]
+    if ps & (ps - 1):
+        raise ValueError("page_size: %d is not a power of two" % ps)
+    if cfg["pressure"] and cfg["frames"] >= cfg["pages"]:
+        raise ValueError("frames: %d frames hold all %d pages, so nothing is reclaimed "
+                         "(use fewer frames, or pressure=0)" % (cfg["frames"], cfg["pages"]))
+    if cfg["zpool"] == 0:
+        out = max(0, cfg["pages"] - cfg["frames"])
+        # +16 pages: the partly filled zspages of the size classes in use.
+        cfg["zpool"] = (out * _ZEIGHTHS[cfg["data"]] // 8 + 16) * ps
+    elif cfg["zpool"] < ps:
+        raise ValueError("zpool: %d bytes hold no page of %d bytes" % (cfg["zpool"], ps))
+    w = (cfg["wmark_min"], cfg["wmark_low"], cfg["wmark_high"])
+    if any(w) and not (0 < w[0] < w[1] < w[2] < cfg["frames"]):
+        raise ValueError("wmark_min: watermarks need 0 < min < low < high < frames")
+    return cfg
+
+
+def impl():
+    i = sys.implementation
+    return "%s %s %s" % (i.name, ".".join(str(x) for x in i.version[:3]), sys.platform)
+
+
+def _sample(pool, t0):
+    pool.gauges()
+    d = C.export(pool.c)
+    d["t_us"] = ticks_diff(ticks_us(), t0)
+    d["free"] = pool.nfree
+    d["queued"] = pool.nqueued
+    d["ring"] = pool.rcount
+    return d
+
+
+def arena_needed(cfg):
+    return arena_bytes(cfg["frames"], cfg["page_size"], cfg["zpool"])
+
+
+def run(cfg, emit=None, arena=None):
+    """Run one experiment (cfg from config()); emit(kind, data) streams samples and progress.
+
+    arena: a bytearray of at least arena_needed(cfg) bytes for frames and zpool, allocated
+    early by the caller (a board's heap fragments); None allocates one now.
+    """
+    gc.collect()
+    pool = Pool(cfg["pages"], cfg["frames"], cfg["page_size"], cfg["zpool"],
+                data=KINDS.index(cfg["data"]), seed=cfg["seed"], wmin=cfg["wmark_min"],
+                wlow=cfg["wmark_low"], whigh=cfg["wmark_high"], ring=cfg["ring"], arena=arena)
+    comp = None
+    if cfg["mode"] == "kcompressd":
+        comp = Compressor(pool, cfg["compressor"], cfg["slice_us"])
+    scanner = Scanner(pool, comp, cfg["slice_us"])
+    wl = Workload(WORKLOADS.index(cfg["workload"]), cfg["pages"], cfg["seed"],
+                  cfg["write_pct"], cfg["hot_pct"])
+    problems = []
+    ops = cfg["ops"]
+    progress = None
+    if emit is not None:
+        def progress(i):
+            if i & 4095 == 0:
+                emit("progress", {"ops": i, "of": ops})
+
+    async def sampler(t0):
+        while True:
+            await async_sleep_ms(cfg["sample_ms"])
+            emit("sample", _sample(pool, t0))
+
+    async def main():
+        t0 = ticks_us()
+        tasks = [asyncio.create_task(scanner.run())]
+        if emit is not None:
+            tasks.append(asyncio.create_task(sampler(t0)))
+        try:
+            if comp is not None:
+                t = comp.start()
+                if t is not None:
+                    tasks.append(t)
+            await app(pool, wl, ops, cfg["think_us"], cfg["yield_ops"], cfg["duration_ms"],
+                      cfg["burst"], cfg["gap_ms"], cfg["check_every"], problems, progress)
+        finally:
+            # Stop the compressor first: after this no thread touches the pool.
+            if comp is not None:
+                comp.stop()
+            scanner.stop()
+            for t in tasks:
+                t.cancel()
+            pool.c[C.ELAPSED_US] = ticks_diff(ticks_us(), t0)
+
+    gc.collect()
+    asyncio.run(main())
+    if cfg["check_every"]:
+        problems.extend(pool.check())
+    return result(pool, cfg, comp, problems)
+
+
+def result(pool, cfg, comp, problems):
+    pool.gauges()
+    per_page, per_frame, fixed = pool.meta_bytes()
+    r = {
+        "config": cfg,
+        "impl": impl(),
+        "version": VERSION,
+        "counters": C.export(pool.c),
+        "stall_hist": list(pool.hist),
+        "zpool": pool.z.stats(),
+        "states": pool.state_counts(),
+        "meta": {"bytes_per_page": per_page, "bytes_per_frame": per_frame,
+                 "fixed_bytes": fixed,
+                 "total_bytes": per_page * pool.npages + per_frame * pool.nframes + fixed},
+        "watermarks": [pool.wmin, pool.wlow, pool.whigh],
+        "problems": problems,
+    }
+    if comp is not None and comp.error:
+        r["compressor_error"] = comp.error
+    if MICROPYTHON:
+        gc.collect()
+        r["heap_free"] = gc.mem_free()
+        r["heap_alloc"] = gc.mem_alloc()
+    return r
