@@ -1,0 +1,171 @@
+# The paged memory end to end: every workload x mode x placement with the invariants checked
+# every batch of accesses, and the edge cases of reclaim. CPython (pytest) and MicroPython
+# (tests/mprun.py, where the runs are ten times longer): plain asserts.
+import gc
+from ucz import runner
+from ucz.compat import MICROPYTHON
+from ucz import counters as C
+from ucz.pool import Pool, RESIDENT, QUEUED, ZSTORED, STATE
+from ucz.scanner import Scanner
+from ucz.compressor import Compressor
+from ucz.workload import Workload, UNIFORM
+
+SCALE = 10 if MICROPYTHON else 1
+MODES = (("kswapd", "task"), ("kcompressd", "task"), ("kcompressd", "thread"))
+
+
+def _run(**kw):
+    # The zpool holds every page even stored raw: only test_full_zpool_fails_cleanly fills it.
+    args = {"pages": 96, "frames": 24, "page_size": 256, "ops": 400 * SCALE, "check_every": 40,
+            "sample_ms": 10, "zpool": 96 * 256}
+    args.update(kw)
+    samples = []
+    r = runner.run(runner.config(args), lambda kind, d: samples.append(kind))
+    assert r["problems"] == [], r["problems"]
+    c = r["counters"]
+    assert c["corrupt"] == 0
+    assert "compressor_error" not in r, r.get("compressor_error")
+    return r, c
+
+
+def test_every_workload_mode_and_placement_keeps_invariants():
+    for wl in ("seq", "uniform", "hotcold", "zipf", "bursty"):
+        for mode, comp in MODES:
+            r, c = _run(workload=wl, mode=mode, compressor=comp, data="mixed", seed=3,
+                        burst=32, gap_ms=1)
+            assert c["ops"] == 400 * SCALE, (wl, mode, comp)
+            assert c["pgsteal_anon"] > 0, (wl, mode, comp)  # pages > frames: it reclaims
+            assert c["oom"] == 0
+            # Each page in exactly one state.
+            assert sum(r["states"].values()) == 96
+            if mode == "kswapd":
+                assert c["kcompressd_fallback"] == 0 and c["kcompressd_queue_max"] == 0
+
+
+def test_every_data_kind_round_trips():
+    for data in ("zero", "pattern", "text", "sensor", "random"):
+        r, c = _run(data=data, mode="kcompressd", compressor="thread", seed=8)
+        assert c["pswpin"] > 0, data  # pages came back from the store and verified
+        if data == "zero":
+            assert c["same_pages"] > 0 and c["compr_data_size"] == 0
+        if data == "random":
+            assert c["incompressible"] > 0
+
+
+def test_seeds_are_reproducible_in_kswapd_task_mode():
+    # One core, cooperative: the whole run is a function of its config.
+    a = _run(mode="kswapd", compressor="task", seed=21, check_every=0)[1]
+    b = _run(mode="kswapd", compressor="task", seed=21, check_every=0)[1]
+    for k in ("pgfault", "pgmajfault", "pswpout", "pgsteal_anon", "same_pages"):
+        assert a[k] == b[k], k
+
+
+def test_full_zpool_fails_cleanly():
+    # A store of 2 pages for 96 pages of random data: reclaim fails, accesses go oom,
+    # nothing is corrupted or dropped.
+    r, c = _run(data="random", zpool=2 * 256, mode="kcompressd", compressor="task")
+    assert c["zpool_full"] > 0 and c["oom"] > 0
+    assert c["ops"] == 400 * SCALE
+
+
+def test_watermarks_are_configurable_and_checked():
+    r = _run(wmark_min=2, wmark_low=6, wmark_high=12)[0]
+    assert r["watermarks"] == [2, 6, 12]
+    try:
+        runner.config({"frames": 24, "pages": 96, "wmark_min": 6, "wmark_low": 4, "wmark_high": 12})
+        raise AssertionError("min > low accepted")
+    except ValueError as e:
+        assert str(e).startswith("wmark_min:")
+
+
+def test_config_rejects_bad_input_by_name():
+    for args, key in (({"pages": -1}, "pages"), ({"workload": "nope"}, "workload"),
+                      ({"data": "nope"}, "data"), ({"frames": 200, "pages": 100}, "frames"),
+                      ({"page_size": 1000}, "page_size"), ({"bogus": 1}, "bogus"),
+                      ({"ops": "10"}, "ops"), ({"zpool": 100}, "zpool")):
+        try:
+            runner.config(args)
+            raise AssertionError("accepted %r" % (args,))
+        except ValueError as e:
+            assert str(e).startswith(key + ":"), str(e)
+    assert runner.config({"frames": 200, "pages": 100, "pressure": 0})["frames"] == 200
+
+
+def test_metadata_budget():
+    r = _run(ops=50)[0]
+    m = r["meta"]
+    assert m["bytes_per_page"] <= 16 and m["bytes_per_frame"] <= 4
+
+
+def _pool(npages=64, nframes=16, ps=256):
+    pool = Pool(npages, nframes, ps, 64 * ps, data=5, seed=9)
+    comp = Compressor(pool, "task")
+    sc = Scanner(pool, comp)
+    return pool, sc, comp
+
+
+def test_rescue_from_the_ring_skips_decompression():
+    pool, sc, comp = _pool()
+    for p in range(10):
+        pool.touch(p, True)
+    assert pool.enqueue(3) and pool.state[3] & STATE == QUEUED
+    major = pool.c[C.PGMAJFAULT]
+    pool.touch(3, False)  # read while queued: back to resident, verified, no decompression
+    assert pool.state[3] & STATE == RESIDENT
+    assert pool.c[C.PGRESCUED] == 1 and pool.c[C.PGMAJFAULT] == major
+    assert pool.dequeue(comp.sc) == -1  # the stale ring entry is skipped
+    assert pool.check() == []
+
+
+def test_rescue_during_writeback_discards_the_compressed_copy():
+    pool, sc, comp = _pool()
+    for p in range(10):
+        pool.touch(p, True)
+    pool.enqueue(4)
+    assert pool.dequeue(comp.sc) == 4  # the compressor took it (WRITEBACK)
+    pool.touch(4, True)  # the app writes it meanwhile
+    pool.writeback(4, comp.sc, C.PGSTEAL_KSWAPD)  # must not publish the stale copy
+    assert pool.state[4] & STATE == RESIDENT
+    assert pool.c[C.PSWPOUT] == 0
+    pool.touch(4, False)
+    assert pool.c[C.CORRUPT] == 0 and pool.check() == []
+
+
+def test_direct_reclaim_is_a_counted_stall():
+    pool, sc, comp = _pool()
+    for p in range(64):  # no scanner running: every fault past min reclaims directly
+        pool.touch(p, True)
+    c = pool.c
+    assert c[C.ALLOCSTALL] > 0 and c[C.PGSTEAL_DIRECT] > 0 and c[C.PGSCAN_DIRECT] > 0
+    assert sum(pool.hist) == c[C.ALLOCSTALL]
+    assert pool.state[0] & STATE == ZSTORED or pool.state[0] & STATE == 5
+    for p in range(64):
+        pool.touch(p, False)
+    assert c[C.CORRUPT] == 0 and pool.check() == []
+
+
+def test_mp_hot_paths_do_not_allocate():
+    # The GC must not be what the counters measure: faults, direct reclaim, the ring and
+    # the compressor's writeback allocate nothing once warm.
+    pool, sc, comp = _pool(npages=128, nframes=32, ps=1024)
+    wl = Workload(UNIFORM, 128, 5, 30)
+    for _ in range(600):  # warm up: every page touched, every path taken once
+        pool.touch(wl.next_page(), wl.is_write())
+    gc.collect()
+    gc.disable()
+    try:
+        a0 = gc.mem_alloc()
+        for i in range(2000):
+            pool.touch(wl.next_page(), wl.is_write())
+            if i & 7 == 0:
+                p = sc.pick(C.PGSCAN_KSWAPD)
+                if p >= 0 and pool.enqueue(p):
+                    q = pool.dequeue(comp.sc)
+                    if q >= 0:
+                        pool.writeback(q, comp.sc, C.PGSTEAL_KSWAPD)
+        a1 = gc.mem_alloc()
+    finally:
+        gc.enable()
+    assert pool.c[C.ALLOCSTALL] > 0 and pool.c[C.PSWPIN] > 0 and pool.c[C.PSWPOUT] > 0
+    assert a1 - a0 == 0, "hot paths allocated %d bytes" % (a1 - a0)
+    assert pool.c[C.CORRUPT] == 0
