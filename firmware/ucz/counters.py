@@ -53,8 +53,10 @@ HIST_BUCKETS = const(24)  # log2 buckets of stall time: bucket i holds 2**i <= u
 
 
 def new():
-    # 'q': microsecond totals pass 2**32 in an hour-long run.
-    return zeros("q", NCOUNTERS)
+    # Unsigned 32-bit, like vmstat's unsigned long on a 32-bit kernel: an element read back
+    # is a small int (no allocation) below 2**30 on 32-bit ports, always on 64-bit ones. The
+    # microsecond totals wrap after 71 minutes; 'q' would allocate a long int on every read.
+    return zeros("I", NCOUNTERS)
 
 
 def new_hist():

@@ -91,7 +91,6 @@ class Pool:
             raise ValueError("zpool: frames + zpool need %d bytes, the arena has %d"
                              % (need, len(arena)))
         self.frames = arena
-        self.fmv = memoryview(arena)
         self.state = bytearray(npages)
         self.val = zeros("I", npages)
         self.clen = zeros("H", npages)
@@ -106,7 +105,6 @@ class Pool:
         self.nqueued = 0  # pages QUEUED or WRITEBACK: their frames are not free yet
         self.nsame = 0
         self.z = ZPool(zpool_bytes, page_size, buf=arena, base=nframes * page_size)
-        self.zmv = self.fmv
         # The kcompressd FIFO: page numbers, fixed size. Entries may go stale (a rescued page
         # stays in the ring); the compressor skips any entry whose page is no longer QUEUED.
         self.ring = zeros("H", ring)
@@ -235,9 +233,9 @@ class Pool:
                 copy(self.frames, off, self.z.buf, zoff, P)
             else:
                 try:
-                    lz4.decompress(self.zmv[zoff:zoff + n], self.fmv[off:off + P])
+                    lz4.decompress_into(self.frames, zoff, n, self.frames, off, P)
                 except ValueError:
-                    pass  # the checksum below counts it as corrupt
+                    pass  # the checksum the caller runs counts it as corrupt
             c[C.DECOMPRESS_US] += ticks_diff(ticks_us(), t0)
             self.lock.acquire()
             self.z.free(h, n)
@@ -279,7 +277,7 @@ class Pool:
         elif self.state[p] & HUGE:
             n = P  # known incompressible and unchanged: do not try again
         else:
-            n = lz4.compress(self.fmv[off:off + P], sc.buf, sc.table)
+            n = lz4.compress_into(self.frames, off, P, sc.buf, sc.table)
             if n > (P * 3) >> 2:
                 n = P
         t = ticks_diff(ticks_us(), t0)
