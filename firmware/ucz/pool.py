@@ -201,15 +201,18 @@ class Pool:
         return f
 
     def _rescue(self, p):
-        # A queued page touched before the compressor got to it comes back without decompression.
+        # A queued page touched before the compressor got to it comes back without
+        # decompression. Seen without the lock it was QUEUED/WRITEBACK; by now the compressor
+        # may have stored it (-> fault it in) or handed it back on a full zpool (RESIDENT).
         self.lock.acquire()
         s = self.state[p]
         st = s & STATE
         f = -1
-        if st == QUEUED or st == WRITEBACK:
+        if st == QUEUED or st == WRITEBACK or st == RESIDENT:
+            if st != RESIDENT:
+                self.nqueued -= 1
+                self.c[C.PGRESCUED] += 1
             self.state[p] = RESIDENT | REF | (s & HUGE)
-            self.nqueued -= 1
-            self.c[C.PGRESCUED] += 1
             f = self.val[p]
         self.lock.release()
         return f
