@@ -63,9 +63,18 @@ def test_seeds_are_reproducible_in_kswapd_task_mode():
 def test_full_zpool_fails_cleanly():
     # A store of 2 pages for 96 pages of random data: reclaim fails, accesses go oom,
     # nothing is corrupted or dropped.
-    r, c = _run(data="random", zpool=2 * 256, mode="kcompressd", compressor="task")
-    assert c["zpool_full"] > 0 and c["oom"] > 0
-    assert c["ops"] == 400 * SCALE
+    for mode, comp in MODES:
+        r, c = _run(data="random", zpool=2 * 256, mode=mode, compressor=comp)
+        assert c["zpool_full"] > 0 and c["oom"] > 0, (mode, comp)
+        assert c["ops"] == 400 * SCALE
+
+
+def test_nearly_full_zpool_under_the_compressor_thread():
+    # Stores that sometimes fail while the app rescues pages: the thread's give-back path.
+    for seed in (1, 2, 3):
+        r, c = _run(data="mixed", zpool=24 * 256, mode="kcompressd", compressor="thread",
+                    workload="hotcold", seed=seed, ring=8)
+        assert c["pswpout"] > 0
 
 
 def test_watermarks_are_configurable_and_checked():
