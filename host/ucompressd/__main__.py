@@ -1,0 +1,5 @@
+import sys
+
+from ucompressd.cli import main
+
+sys.exit(main())

@@ -1,0 +1,266 @@
+"""The `ucompressd` command: argument parsing and output only (no protocol or board logic).
+
+Exit status: 0 done, 1 the board failed mid-run (what was collected is still written),
+2 bad arguments or a port that cannot be opened, 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any, Iterator, NoReturn
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ucompressd import __version__, experiment, report
+from ucompressd.experiment import ProgressHandler, RunFailed
+from ucompressd.link import BoardError, PortError
+from ucz import runner
+
+# Help for the experiment knobs; the knobs themselves, their defaults and their rules come from
+# ucz.runner (DEFAULTS, CHOICES, config), the very code that validates them on the board.
+KNOB_HELP = {
+    "mode": "reclaim design: kswapd (the scanner compresses) or kcompressd (it queues)",
+    "compressor": "where kcompressd's compressor runs: an asyncio task or a _thread",
+    "workload": "access pattern",
+    "pages": "pages the workload touches",
+    "frames": "resident page frames (fewer than pages: memory pressure)",
+    "page_size": "bytes per page",
+    "zpool": "bytes of compressed store (0: sized from pages, frames and data)",
+    "ring": "kcompressd queue slots",
+    "ops": "page accesses to make",
+    "write_pct": "percent of accesses that write",
+    "think_us": "app work between accesses (us)",
+    "duration_ms": "time limit of the run (ms)",
+    "data": "page contents",
+    "seed": "seed of accesses and contents",
+    "sample_ms": "period of the streamed samples (ms)",
+    "yield_ops": "with no think time, accesses between yields to the scanner",
+    "hot_pct": "hotcold/bursty: percent of pages in the hot set",
+    "burst": "bursty: accesses per burst",
+    "gap_ms": "bursty: idle time between bursts (ms)",
+    "slice_us": "longest the scanner or a task compressor runs before yielding (us)",
+    "check_every": "check every invariant each N accesses (0: never)",
+    "pressure": "1: refuse frames >= pages (nothing would be reclaimed)",
+    "wmark_min": "min watermark in frames (0: default)",
+    "wmark_low": "low watermark in frames (0: default)",
+    "wmark_high": "high watermark in frames (0: default)",
+}
+
+# Subcommands whose module owns its options and its exit status: (name, module, the function
+# adding its options to a parser, the function running it on the parsed args, help).
+DELEGATED = (
+    ("sim", "ucompressd.sim", "add_arguments", "run",
+     "serve a simulated board on a pty and print its port; without --flash its flash is a "
+     "temp folder holding this host's firmware"),
+    ("deploy", "ucompressd.deploy", "add_arguments", "run",
+     "copy the firmware to a board's /ucz (only what changed)"),
+    ("flash", "ucompressd.flash", "add_arguments", "run",
+     "write a MicroPython image to a board"),
+    ("plot", "ucompressd.plot", "add_arguments", "run",
+     "draw a run/compare --json file (free frames, ring, reclaim rate, stalls)"),
+    ("boards", "ucompressd.boards", "add_arguments", "run", "list the board profiles"),
+    ("ports", "ucompressd.boards", "add_ports_arguments", "run_ports",
+     "attached serial ports and the profiles they may be"),
+)
+
+
+class ArgumentError(Exception):
+    """A bad argument: one line on stderr, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:  # argparse would print usage: we want one line
+        raise ArgumentError(message)
+
+
+def _add_knobs(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
+    for key, default in runner.DEFAULTS.items():
+        if key in skip:
+            continue
+        choices = runner.CHOICES.get(key)
+        text = KNOB_HELP.get(key, key.replace("_", " "))
+        if choices:
+            text += f": {', '.join(choices)}"
+        # No argparse choices/ranges: runner.config is the one place with the rules.
+        p.add_argument(
+            "--" + key.replace("_", "-"),
+            dest=key,
+            type=int if isinstance(default, int) else str,
+            default=None,
+            metavar="N" if isinstance(default, int) else "KIND",
+            help=f"{text} (default {default})",
+        )
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--port", metavar="URL",
+                   help="board: device path, rfc2217://host:port or socket://host:port "
+                        "(default: a fresh simulated board)")
+    p.add_argument("--micropython", metavar="PATH",
+                   help="micropython executable of the simulated board")
+    p.add_argument("--json", metavar="FILE", help="write the results here")
+    p.add_argument("--csv", metavar="FILE", help="write the samples here, one row each")
+    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
+                   help="seconds of silence before the board counts as lost (default 10)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ucompressd", description="kcompressd for microcontrollers")
+    parser.add_argument("--version", action="version", version=f"ucompressd {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("run", help="one experiment; prints its counters")
+    _add_knobs(p)
+    _add_common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("compare", help="the same workload under kswapd and under kcompressd")
+    _add_knobs(p, skip=("mode",))
+    p.add_argument("--repeat", type=int, default=1, metavar="N",
+                   help="runs per mode; the table shows medians and min..max (default 1)")
+    _add_common(p)
+    p.set_defaults(func=cmd_compare)
+
+    for name, module, add, run, text in DELEGATED:
+        try:
+            mod = importlib.import_module(module)
+        except ImportError:  # e.g. the simulated board needs ptys: POSIX only
+            continue
+        p = sub.add_parser(name, help=text, description=text)
+        getattr(mod, add)(p)
+        p.set_defaults(func=cmd_sim if name == "sim" else getattr(mod, run))
+    return parser
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def _knobs(ns: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(ns, k) for k in runner.DEFAULTS if getattr(ns, k, None) is not None}
+
+
+def _config(args: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return runner.config(args)
+    except ValueError as e:  # "<key>: <problem>", worded for the board's config keys
+        key, _, problem = str(e).partition(": ")
+        flag = "--" + key.replace("_", "-")
+        raise ArgumentError(f"{flag}: {problem}" if problem else str(e)) from None
+
+
+def _check_board_args(ns: argparse.Namespace) -> None:
+    if ns.port:
+        if ns.micropython:
+            raise ArgumentError("--micropython is for the simulated board; drop it or --port")
+        if "://" not in ns.port and not Path(ns.port).exists():
+            raise ArgumentError(f"--port: {ns.port} does not exist")
+    elif ns.micropython and not (Path(ns.micropython).is_file() or shutil.which(ns.micropython)):
+        raise ArgumentError(f"--micropython: {ns.micropython} not found")
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[ProgressHandler]:
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+        console=console, transient=True, disable=not console.is_terminal,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def on_progress(label: str, done: int, total: int) -> None:
+            if label not in tasks:
+                tasks[label] = bar.add_task(label, total=total or None)
+            bar.update(tasks[label], completed=done, total=total or None)
+
+        yield on_progress
+
+
+def _save(doc: dict[str, Any], ns: argparse.Namespace) -> None:
+    if ns.json:
+        report.write_json(doc, ns.json)
+    if ns.csv:
+        report.write_csv(report.samples_rows(doc), ns.csv)
+
+
+def _failed(e: RunFailed, ns: argparse.Namespace) -> int:
+    _save(e.partial, ns)
+    saved = [f for f in (ns.json, ns.csv) if f]
+    where = f" (what was collected is in {', '.join(saved)})" if saved else ""
+    print(f"ucompressd: {e}{where}", file=sys.stderr)
+    return 130 if e.interrupted else 1
+
+
+# -- commands -----------------------------------------------------------------------------------
+
+
+def cmd_run(ns: argparse.Namespace) -> int:
+    cfg = _config(_knobs(ns))
+    _check_board_args(ns)
+    with _progress() as on_progress, experiment.open_board(ns.port, ns.micropython) as board:
+        try:
+            doc = experiment.run(board, cfg, on_progress, cfg["mode"], ns.timeout)
+        except RunFailed as e:
+            return _failed(e, ns)
+    _save(doc, ns)
+    console = Console()
+    for table in report.run_tables(doc):
+        console.print(table)
+    return 0
+
+
+def cmd_compare(ns: argparse.Namespace) -> int:
+    if ns.repeat < 1:
+        raise ArgumentError("--repeat: must be at least 1")
+    # With no knobs this is the runner's defaults: a high-pressure run (a quarter of the pages
+    # resident) whose kswapd/kcompressd pair takes seconds on the simulated board.
+    args = _knobs(ns)
+    for mode in experiment.MODES:  # refuse bad knobs before a board is touched
+        _config({**args, "mode": mode})
+    _check_board_args(ns)
+    with _progress() as on_progress, experiment.open_board(ns.port, ns.micropython) as board:
+        if "compressor" not in args:
+            args["compressor"] = experiment.default_compressor(experiment.probe(board, ns.timeout))
+        cfgs = {mode: _config({**args, "mode": mode}) for mode in experiment.MODES}
+        try:
+            doc = experiment.compare(board, cfgs, ns.repeat, on_progress, ns.timeout)
+        except RunFailed as e:
+            return _failed(e, ns)
+    _save(doc, ns)
+    Console().print(report.compare_table(doc))
+    return 0
+
+
+def cmd_sim(ns: argparse.Namespace) -> int:
+    from ucompressd import sim
+
+    if ns.flash:  # the user's flash folder: as they left it
+        return int(sim.run(ns))
+    # A fresh board ready for `run --port`, as `run` without --port gets one.
+    with tempfile.TemporaryDirectory(prefix="ucz-flash-") as flash:
+        experiment.stage_firmware(flash)
+        ns.flash = flash
+        return int(sim.run(ns))
+
+
+def main(argv: list[str] | None = None) -> int:
+    try:
+        ns = build_parser().parse_args(argv)
+        return int(ns.func(ns))
+    except SystemExit as e:  # --help / --version
+        return int(e.code or 0)
+    except (ArgumentError, PortError) as e:
+        print(f"ucompressd: error: {e}", file=sys.stderr)
+        return 2
+    except BoardError as e:
+        print(f"ucompressd: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("ucompressd: interrupted", file=sys.stderr)
+        return 130

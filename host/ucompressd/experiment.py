@@ -1,0 +1,302 @@
+"""Run and compare experiments on a board: a real one through a pyserial URL, else a fresh
+simulated board. Builds the results documents (JSON-ready dicts); printing is report.py's."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import statistics
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import ucz
+from ucz import counters as C
+from ucz import runner
+from ucz.server import firmware_digest
+from ucompressd.link import BoardError, CommandError, Link, PortError
+
+FIRMWARE_DIR = Path(ucz.__file__).resolve().parent
+MODES = ("kswapd", "kcompressd")
+# Columns of a sample, in the order files show them: time and gauges, then the counters.
+SAMPLE_KEYS = ("t_us", "free", "queued", "ring") + C.NAMES + ("pgsteal_anon",)
+
+# on_progress(label, ops_done, ops_total); ops_total 0 when the run is bounded by time only.
+ProgressHandler = Callable[[str, int, int], None]
+
+
+class RunFailed(Exception):
+    """The board failed mid-experiment, or Ctrl-C stopped it (`interrupted`); `partial` is the
+    results document so far (samples too)."""
+
+    def __init__(self, message: str, partial: dict[str, Any], interrupted: bool = False) -> None:
+        super().__init__(message)
+        self.partial = partial
+        self.interrupted = interrupted
+
+
+@dataclass
+class Board:
+    url: str
+    kind: str  # "sim" or "serial"
+    interpreter: str | None = None  # the MicroPython behind a simulated board, as sim found it
+    staged_sha256: str | None = None  # digest of the firmware we staged (sim only)
+
+
+def stage_firmware(flash_dir: Path | str) -> str:
+    """Copy firmware/ucz/*.py into `flash_dir`/ucz (the board's /ucz); return their digest."""
+    dest = Path(flash_dir) / "ucz"
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for f in sorted(FIRMWARE_DIR.glob("*.py")):
+        shutil.copyfile(f, dest / f.name)
+    digest = firmware_digest(str(dest))
+    assert digest is not None
+    return digest
+
+
+@contextlib.contextmanager
+def open_board(port: str | None, micropython: str | None = None) -> Iterator[Board]:
+    """The board at `port`, or a fresh simulated board with this host's firmware staged."""
+    if port:
+        yield Board(url=port, kind="serial")
+        return
+    from ucompressd.sim import SimBoard, SimError
+
+    with tempfile.TemporaryDirectory(prefix="ucz-flash-") as flash:
+        digest = stage_firmware(flash)
+        try:
+            sim = SimBoard(flash_dir=flash, micropython=micropython).start()
+        except SimError as e:  # no interpreter, or it cannot boot: there is no board to use
+            raise PortError(f"cannot start the simulated board: {e}") from None
+        try:
+            yield Board(sim.port, "sim", str(sim.interpreter), digest)
+        finally:
+            sim.close()
+
+
+def probe(board: Board, timeout: float = 10.0) -> dict[str, Any]:
+    """The board's hello (implementation, threads, heap) without running anything."""
+    with Link(board.url, timeout=timeout) as link:
+        return link.hello
+
+
+def default_compressor(hello: dict[str, Any]) -> str:
+    # A compressor thread pays off only with truly parallel threads (a second core, no GIL):
+    # rp2 and the simulated board; on ESP32 (GIL) or without _thread it would just contend.
+    return "thread" if hello.get("threads") and hello.get("gil") is False else "task"
+
+
+# -- one run ------------------------------------------------------------------------------------
+
+
+def run(
+    board: Board,
+    cfg: dict[str, Any],
+    on_progress: ProgressHandler | None = None,
+    label: str = "run",
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """One experiment with a validated config (runner.config) on a freshly reset board."""
+    samples: list[dict[str, Any]] = []
+    hello: dict[str, Any] = {}
+    link_stats: dict[str, Any] = {}
+
+    def on_event(kind: str, data: Any) -> None:
+        if kind == "sample" and isinstance(data, dict):
+            samples.append(data)
+        elif kind == "progress" and on_progress is not None and isinstance(data, dict):
+            on_progress(label, int(data.get("ops", 0)), int(data.get("of", 0)))
+
+    try:
+        with Link(board.url, timeout=timeout) as link:
+            hello = link.hello
+            # The run streams a sample every sample_ms: silence longer than a few means trouble.
+            silence = max(timeout, 3 * cfg.get("sample_ms", 0) / 1000)
+            try:
+                raw = link.request("run", cfg, on_event=on_event, timeout=silence)
+            finally:
+                link_stats = {"noise": link.noise, "corrupt": link.corrupt, "log": link.log}
+    except PortError:
+        raise
+    except (BoardError, CommandError, KeyboardInterrupt) as e:
+        # (Link's close() has already stopped the board's server on the way out.)
+        interrupted = isinstance(e, KeyboardInterrupt)
+        if interrupted:
+            why = f"{board.url}: interrupted"
+        else:  # a BoardError names the port already; a refusal (CommandError) does not
+            why = str(e) if isinstance(e, BoardError) else f"{board.url}: the run failed: {e}"
+        partial = results(board, hello, cfg, None, samples, link_stats)
+        partial["error"] = why
+        raise RunFailed(why, partial, interrupted) from None
+    return results(board, hello, cfg, raw, samples, link_stats)
+
+
+def results(
+    board: Board,
+    hello: dict[str, Any],
+    cfg: dict[str, Any],
+    raw: dict[str, Any] | None,
+    samples: list[dict[str, Any]],
+    link_stats: dict[str, Any],
+) -> dict[str, Any]:
+    """The results document of one run (raw: the board's result, None if the run failed)."""
+    raw = raw or {}
+    # A MicroPython dict has no order: put counters and config back in their defining order.
+    counters: dict[str, int] = _ordered(raw.get("counters", {}), SAMPLE_KEYS)
+    cfg = _ordered(raw.get("config", cfg), tuple(runner.DEFAULTS))
+    sha = hello.get("fw_sha256")
+    doc = {
+        "board": {
+            "port": board.url,
+            "kind": board.kind,
+            "platform": hello.get("platform"),
+            "machine": hello.get("machine"),
+            "threads": hello.get("threads"),
+            "gil": hello.get("gil"),
+            "mem_free": hello.get("mem_free"),
+        },
+        "firmware": {
+            "version": hello.get("version"),
+            "proto": hello.get("proto"),
+            "sha256": sha,
+            # False: the board runs other files than this host would deploy.
+            "matches_host": None if sha is None else sha == firmware_digest(str(FIRMWARE_DIR)),
+            "impl": raw.get("impl"),
+        },
+        "interpreter": {
+            "impl": hello.get("impl"),
+            "version": hello.get("impl_version"),
+            "executable": board.interpreter,
+        },
+        "config": cfg,
+        "counters": counters,
+        "rates": rates(counters),
+        "stall_us": stall_summary(raw.get("stall_hist", []), counters.get("allocstall_us")),
+        "zpool": raw.get("zpool"),
+        "meta": raw.get("meta"),
+        "link": link_stats,
+        "samples": [_ordered(x, SAMPLE_KEYS) for x in samples],
+    }
+    # Whatever else the runner reports (states, watermarks, problems, heap...) is kept as is.
+    used = {"config", "counters", "stall_hist", "zpool", "meta", "impl", "version"}
+    doc.update({k: v for k, v in raw.items() if k not in used and k not in doc})
+    return doc
+
+
+def _ordered(d: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
+    return {**{k: d[k] for k in order if k in d}, **{k: v for k, v in d.items() if k not in order}}
+
+
+def rates(counters: dict[str, int]) -> dict[str, float | None]:
+    secs = counters.get("elapsed_us", 0) / 1e6
+
+    def per_s(name: str) -> float | None:
+        return round(counters[name] / secs, 1) if secs > 0 and name in counters else None
+
+    return {"pgsteal_anon_per_s": per_s("pgsteal_anon"), "ops_per_s": per_s("ops")}
+
+
+def stall_summary(hist: list[int], total_us: int | None = None) -> dict[str, Any]:
+    """Allocation stalls from the board's log2 histogram (bucket i: 2**i <= us < 2**(i+1)).
+
+    p50, p99 and max are bucket upper bounds (2**(i+1) us): upper estimates within a factor
+    of two, all the histogram allows. `total` is the exact allocstall_us counter when given,
+    else estimated from bucket midpoints.
+    """
+    count = sum(hist)
+
+    def upper_bound_at(rank: int) -> int | None:
+        seen = 0
+        for i, n in enumerate(hist):
+            seen += n
+            if n and seen >= rank:
+                return 2 ** (i + 1)
+        return None
+
+    if total_us is None:
+        total_us = sum(n * 3 * 2**i // 2 for i, n in enumerate(hist))
+    return {
+        "count": count,
+        "total": total_us,
+        "p50": upper_bound_at(max(1, -(-count * 50 // 100))) if count else None,
+        "p99": upper_bound_at(max(1, -(-count * 99 // 100))) if count else None,
+        "max": upper_bound_at(count) if count else None,
+        "hist": list(hist),
+    }
+
+
+def metrics(run_doc: dict[str, Any]) -> dict[str, float | int | None]:
+    """The numbers a comparison is about, from one run's results (one definition for the
+    compare summary and the report)."""
+    c = run_doc.get("counters", {})
+    orig, compr = c.get("orig_data_size"), c.get("compr_data_size")
+    return {
+        "pgsteal_anon_per_s": run_doc["rates"]["pgsteal_anon_per_s"],
+        "allocstall": c.get("allocstall"),
+        "stall_total_us": run_doc["stall_us"]["total"],
+        "stall_p99_us": run_doc["stall_us"]["p99"],
+        "ops_per_s": run_doc["rates"]["ops_per_s"],
+        "compression_ratio": round(orig / compr, 2) if orig and compr else None,
+        "pswpout": c.get("pswpout"),
+        "pgmajfault": c.get("pgmajfault"),
+        "kcompressd_fallback": c.get("kcompressd_fallback"),
+        "corrupt": c.get("corrupt"),
+        # Broken invariants the runner found (check_every > 0): must stay 0, like corrupt.
+        "problems": len(run_doc["problems"]) if "problems" in run_doc else None,
+    }
+
+
+# -- compare ------------------------------------------------------------------------------------
+
+
+def compare(
+    board: Board,
+    cfgs: dict[str, dict[str, Any]],
+    repeat: int = 1,
+    on_progress: ProgressHandler | None = None,
+    timeout: float = 10.0,
+) -> dict[str, Any]:
+    """The same workload under each mode (cfgs: mode -> validated config), `repeat` times,
+    alternating modes so that drift on the host spreads over both.
+
+    Returns {"kswapd": RUN, "kcompressd": RUN, "summary": ...} (+ "repeats" when repeat > 1);
+    each RUN is the repetition with the median pgsteal_anon/s, the summary has every metric's
+    median and min..max over the repetitions.
+    """
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in cfgs}
+    for r in range(repeat):
+        for mode, cfg in cfgs.items():
+            label = f"{mode} {r + 1}/{repeat}" if repeat > 1 else mode
+            try:
+                runs[mode].append(run(board, cfg, on_progress, label, timeout))
+            except RunFailed as e:
+                # Everything so far, the failed run's samples included, goes to the files.
+                runs[mode].append(e.partial)
+                doc = _compare_doc({m: rs for m, rs in runs.items() if rs})
+                doc[mode] = e.partial
+                raise RunFailed(str(e), doc, e.interrupted) from None
+    return _compare_doc(runs)
+
+
+def _compare_doc(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    doc: dict[str, Any] = {}
+    summary: dict[str, dict[str, Any]] = {}
+    for mode, rs in runs.items():
+        key = [metrics(r)["pgsteal_anon_per_s"] or 0 for r in rs]
+        doc[mode] = rs[key.index(statistics.median_low(key))]
+        for name in metrics(rs[0]):
+            vals = [metrics(r)[name] for r in rs]
+            nums = [v for v in vals if v is not None]
+            summary.setdefault(name, {})[mode] = {
+                "median": statistics.median(nums) if nums else None,
+                "min": min(nums) if nums else None,
+                "max": max(nums) if nums else None,
+                "values": vals,
+            }
+    doc["summary"] = summary
+    if any(len(rs) > 1 for rs in runs.values()):
+        doc["repeats"] = runs
+    return doc

@@ -1,0 +1,142 @@
+"""The `ucompressd` command: argument errors, then short end-to-end runs on the simulated board."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from ucompressd import experiment
+from ucompressd.cli import main
+
+pytestmark = pytest.mark.timeout(300)
+
+HAVE_SIM = importlib.util.find_spec("ucompressd.sim") is not None
+needs_sim = pytest.mark.skipif(not HAVE_SIM, reason="host/ucompressd/sim.py not there yet")
+
+# Small and quick; page_size and frames keep it within a 400 KB board heap with room to spare.
+QUICK = ["--pages", "128", "--frames", "32", "--ops", "6000", "--sample-ms", "10"]
+
+
+@pytest.mark.parametrize(("argv", "says"), [
+    (["run", "--pages", "-5"], "--pages: -5 is out of range"),
+    (["run", "--pages", "64", "--frames", "64"], "--frames: "),
+    (["run", "--workload", "nope"], "--workload: 'nope' is not one of"),
+    (["run", "--data", "lava"], "--data: 'lava' is not one of"),
+    (["run", "--page-size", "1000"], "--page-size: 1000 is not a power of two"),
+    (["run", "--pages", "many"], "invalid int value"),
+    (["run", "--port", "/dev/ttyNOPE-ucz"], "--port: /dev/ttyNOPE-ucz does not exist"),
+    (["run", "--port", "socket://127.0.0.1:1"], "cannot open port socket://127.0.0.1:1"),
+    (["run", "--micropython", "/nonexistent/micropython"], "--micropython: "),
+    (["run", "--port", os.devnull, "--micropython", "mp"], "--micropython is for the simulated"),
+    (["compare", "--repeat", "0"], "--repeat: must be at least 1"),
+    (["compare", "--mode", "kswapd"], "unrecognized arguments: --mode"),
+    (["compare", "--zpool", "-1"], "--zpool: -1 is out of range"),
+    (["frobnicate"], "invalid choice"),
+    ([], "required: COMMAND"),
+])
+def test_bad_arguments_exit_2_with_one_line(capsys, argv, says):
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("ucompressd: error: "), err
+    assert says in err
+
+
+def test_help_exits_0(capsys):
+    assert main(["run", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "--page-size" in out and "--write-pct" in out and "--port URL" in out
+
+
+# -- end to end on the simulated board -------------------------------------------------------------
+
+
+@needs_sim
+def test_run_writes_json_and_csv(tmp_path, capsys):
+    j, c = tmp_path / "run.json", tmp_path / "run.csv"
+    assert main(["run", *QUICK, "--mode", "kswapd", "--json", str(j), "--csv", str(c)]) == 0
+    doc = json.loads(j.read_text())
+    assert doc["board"]["kind"] == "sim" and doc["interpreter"]["impl"] == "micropython"
+    assert doc["firmware"]["matches_host"] is True
+    assert doc["config"]["mode"] == "kswapd" and doc["config"]["pages"] == 128
+    assert doc["counters"]["ops"] == 6000 and doc["counters"]["corrupt"] == 0
+    assert doc["rates"]["ops_per_s"] > 0
+    assert doc["stall_us"]["count"] == sum(doc["stall_us"]["hist"])
+    with open(c) as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == len(doc["samples"]) >= 1
+    assert list(rows[0])[:2] == ["t_us", "free"]
+    assert "pgsteal_anon/s" in capsys.readouterr().out
+
+
+@needs_sim
+def test_compare_both_modes_same_workload(tmp_path, capsys):
+    j = tmp_path / "cmp.json"
+    assert main(["compare", *QUICK, "--workload", "zipf", "--repeat", "2", "--json", str(j)]) == 0
+    doc = json.loads(j.read_text())
+    ks, kc = doc["kswapd"], doc["kcompressd"]
+    assert ks["config"]["mode"] == "kswapd" and kc["config"]["mode"] == "kcompressd"
+    # Only the mode differs; the simulated board has parallel threads: a compressor thread.
+    assert {k: v for k, v in ks["config"].items() if k != "mode"} == \
+           {k: v for k, v in kc["config"].items() if k != "mode"}
+    assert kc["config"]["compressor"] == "thread"
+    assert [len(doc["repeats"][m]) for m in ("kswapd", "kcompressd")] == [2, 2]
+    for m in ("kswapd", "kcompressd"):
+        s = doc["summary"]["pgsteal_anon_per_s"][m]
+        assert s["min"] <= s["median"] <= s["max"]
+        assert doc["summary"]["corrupt"][m]["values"] == [0, 0]
+    out = capsys.readouterr().out
+    assert "kswapd only" in out and "kcompressd" in out and "pgsteal_anon/s" in out
+
+
+@needs_sim
+def test_board_killed_mid_run_saves_what_was_collected(tmp_path, capsys):
+    from ucompressd.sim import SimBoard
+
+    experiment.stage_firmware(tmp_path / "flash")
+    j, c = tmp_path / "run.json", tmp_path / "run.csv"
+    with SimBoard(flash_dir=tmp_path / "flash") as sim:
+
+        def kill_after_three_samples() -> None:
+            deadline = time.monotonic() + 120
+            while sim.recent_output().count(b'"ev":"sample"') < 3 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            sim.kill()
+
+        killer = threading.Thread(target=kill_after_three_samples)
+        killer.start()
+        rc = main(["run", *QUICK, "--ops", "100000000", "--port", sim.port,
+                   "--json", str(j), "--csv", str(c)])
+        killer.join()
+    assert rc == 1
+    err = capsys.readouterr().err
+    assert sim.port in err and str(j) in err
+    doc = json.loads(j.read_text())
+    assert sim.port in doc["error"]
+    assert len(doc["samples"]) >= 1
+    with open(c) as f:
+        assert len(list(csv.DictReader(f))) == len(doc["samples"])
+
+
+@needs_sim
+def test_sim_command_serves_a_board_with_the_firmware(tmp_path):
+    sim = subprocess.Popen([sys.executable, "-m", "ucompressd", "sim"],
+                           stdout=subprocess.PIPE, text=True)
+    try:
+        assert sim.stdout is not None
+        port = sim.stdout.readline().strip()
+        assert port.startswith("/dev/")
+        j = tmp_path / "run.json"
+        assert main(["run", *QUICK, "--port", port, "--json", str(j)]) == 0
+        assert json.loads(j.read_text())["board"]["port"] == port
+    finally:
+        sim.terminate()
+        assert sim.wait(timeout=60) == 0
