@@ -167,7 +167,13 @@ def run(cfg, emit=None, arena=None):
             pool.c[C.ELAPSED_US] = ticks_diff(ticks_us(), t0)
 
     gc.collect()
-    asyncio.run(main())
+    try:
+        asyncio.run(main())
+    finally:
+        if MICROPYTHON:
+            # MicroPython's asyncio keeps the last loop's tasks, and through them this pool
+            # (frames, zpool): a fresh loop lets the next run in this session have the heap.
+            asyncio.new_event_loop()
     if cfg["check_every"]:
         problems.extend(pool.check())
     return result(pool, cfg, comp, problems)

@@ -178,3 +178,15 @@ def test_mp_hot_paths_do_not_allocate():
     assert pool.c[C.ALLOCSTALL] > 0 and pool.c[C.PSWPIN] > 0 and pool.c[C.PSWPOUT] > 0
     assert a1 - a0 == 0, "hot paths allocated %d bytes" % (a1 - a0)
     assert pool.c[C.CORRUPT] == 0
+
+
+def test_mp_runs_give_their_memory_back():
+    # A server session runs experiment after experiment: each must find the heap it had.
+    cfg = runner.config({"pages": 256, "frames": 64, "ops": 500})
+    free = []
+    for _ in range(3):
+        runner.run(cfg)
+        gc.collect()
+        free.append(gc.mem_free())
+    assert max(free) - min(free) < 4096, free
+    assert free[-1] > runner.arena_needed(cfg), free
