@@ -104,6 +104,8 @@ class Pool:
         self.nfree = nframes
         self.nqueued = 0  # pages QUEUED or WRITEBACK: their frames are not free yet
         self.nsame = 0
+        self.nplaced = 0  # zpool slots being filled by a storer (between place and publish)
+        self.placed_bytes = 0
         self.z = ZPool(zpool_bytes, page_size, buf=arena, base=nframes * page_size)
         # The kcompressd FIFO: page numbers, fixed size. Entries may go stale (a rescued page
         # stays in the ring); the compressor skips any entry whose page is no longer QUEUED.
@@ -288,51 +290,73 @@ class Pool:
         sc.busy += t
         return n
 
-    def commit(self, p, f, n, sc, steal):
-        """Publish a stored page and free its frame; caller holds the lock. False if zpool full."""
+    def place(self, f, n, sc):
+        """Allocate a zpool slot for an encoded page and fill it; -1 when the zpool is full.
+
+        Only the allocation holds the lock: the slot is ours until publish() names it, so
+        the copy runs beside the other thread. n < 0 (same-filled) needs no slot (returns 0).
+        """
+        if n < 0:
+            return 0
+        lk = self.lock
+        lk.acquire()
+        h = self.z.alloc(n)
+        if h < 0:
+            self.c[C.ZPOOL_FULL] += 1
+        else:
+            self.nplaced += 1  # allocated, not yet published: the invariants allow for these
+            self.placed_bytes += n
+        lk.release()
+        if h >= 0:
+            if n == self.P:
+                copy(self.frames, self.z.offset(h), self.frames, f * n, n)  # stored raw
+            else:
+                copy(self.frames, self.z.offset(h), sc.buf, 0, n)
+        return h
+
+    def publish(self, p, f, n, h, sc, steal):
+        """Make page p stored (slot h, or same-filled) and free frame f; caller holds the lock."""
         c = self.c
-        P = self.P
         if n < 0:
             set_word(self.val, p, sc.word, 0)  # the fill word, without making a Python int
             self.state[p] = SAME
             self.nsame += 1
             c[C.SAME_PAGES] += 1
         else:
-            h = self.z.alloc(n)
-            if h < 0:
-                c[C.ZPOOL_FULL] += 1
-                return False
-            zoff = self.z.offset(h)
-            if n == P:
-                # Incompressible: stored raw in a whole zpage (no slot waste, memcpy to read),
-                # and not compressed again until it is written (HUGE).
-                copy(self.z.buf, zoff, self.frames, f * P, P)
+            if n == self.P:
+                # Incompressible: stored raw, a whole page of the exact-fit class (no slot
+                # waste, a memcpy to read), and not compressed again until written (HUGE).
                 self.state[p] = ZSTORED | HUGE
                 c[C.INCOMPRESSIBLE] += 1
             else:
-                copy(self.z.buf, zoff, sc.buf, 0, n)
                 self.state[p] = ZSTORED
             self.val[p] = h
             self.clen[p] = n
+            self.nplaced -= 1
+            self.placed_bytes -= n
         self.owner[f] = NONE
         self.flist[self.nfree] = f
         self.nfree += 1
         c[C.PSWPOUT] += 1
         c[steal] += 1
         c[C.COMPRESS_US] += sc.us
-        return True
 
     def store_inline(self, p, steal):
-        """Reclaim resident page p synchronously (scanner in kswapd mode, fallback, direct)."""
+        """Reclaim resident page p synchronously (scanner in kswapd mode, fallback, direct).
+
+        The main thread owns a resident page, so nothing can change it between the steps.
+        """
         f = self.val[p]
         sc = self.scratch
         n = self.compress(p, f, sc)
-        self.lock.acquire()
-        ok = self.commit(p, f, n, sc, steal)
-        self.lock.release()
-        if not ok:
+        h = self.place(f, n, sc)
+        if h < 0:
             self.state[p] = RESIDENT | (self.state[p] & HUGE)  # stays, unreferenced
-        return ok
+            return False
+        self.lock.acquire()
+        self.publish(p, f, n, h, sc, steal)
+        self.lock.release()
+        return True
 
     # -- the kcompressd ring -----------------------------------------------------------------------
 
@@ -379,15 +403,22 @@ class Pool:
         return -1
 
     def writeback(self, p, sc, steal):
-        """Compress a dequeued page and publish it unless it was rescued meanwhile."""
+        """Compress a dequeued page and publish it unless the app rescued it meanwhile."""
         f = sc.frame
         n = self.compress(p, f, sc)
+        h = self.place(f, n, sc)
         lk = self.lock
         lk.acquire()
         if self.state[p] & STATE == WRITEBACK:
             self.nqueued -= 1
-            if not self.commit(p, f, n, sc, steal):
+            if h < 0:
                 self.state[p] = RESIDENT | (self.state[p] & HUGE)  # zpool full: keep it
+            else:
+                self.publish(p, f, n, h, sc, steal)
+        elif n >= 0 and h >= 0:
+            self.z.free(h, n)  # rescued while we worked: drop our copy
+            self.nplaced -= 1
+            self.placed_bytes -= n
         lk.release()
 
     # -- invariants (tests and --check runs) ---------------------------------------------------------
@@ -423,9 +454,11 @@ class Pool:
                 bad.append("queued: %d pages, counter %d" % (counts[QUEUED] + counts[WRITEBACK], self.nqueued))
             if counts[SAME] != self.nsame:
                 bad.append("same: %d pages, counter %d" % (counts[SAME], self.nsame))
-            if counts[ZSTORED] != self.z.nobj or zbytes != self.z.used_bytes:
-                bad.append("zpool: %d pages / %d bytes, allocator %d / %d"
-                           % (counts[ZSTORED], zbytes, self.z.nobj, self.z.used_bytes))
+            if (counts[ZSTORED] + self.nplaced != self.z.nobj
+                    or zbytes + self.placed_bytes != self.z.used_bytes):
+                bad.append("zpool: %d pages / %d bytes (+%d / %d in flight), allocator %d / %d"
+                           % (counts[ZSTORED], zbytes, self.nplaced, self.placed_bytes,
+                              self.z.nobj, self.z.used_bytes))
             for i in range(self.nfree):
                 f = self.flist[i]
                 if seen[f] or self.owner[f] != NONE:

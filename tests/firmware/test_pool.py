@@ -53,9 +53,10 @@ def test_every_data_kind_round_trips():
 
 
 def test_seeds_are_reproducible_in_kswapd_task_mode():
-    # One core, cooperative: the whole run is a function of its config.
-    a = _run(mode="kswapd", compressor="task", seed=21, check_every=0)[1]
-    b = _run(mode="kswapd", compressor="task", seed=21, check_every=0)[1]
+    # One core, cooperative, and slices too long to end by the clock: the whole run is a
+    # function of its config.
+    a = _run(mode="kswapd", compressor="task", seed=21, check_every=0, slice_us=1000000)[1]
+    b = _run(mode="kswapd", compressor="task", seed=21, check_every=0, slice_us=1000000)[1]
     for k in ("pgfault", "pgmajfault", "pswpout", "pgsteal_anon", "same_pages"):
         assert a[k] == b[k], k
 
