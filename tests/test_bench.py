@@ -1,0 +1,152 @@
+"""ucz.bench under the MicroPython unix port and CPython, and the benchmark scripts end to end on
+the simulated board. No timing is asserted: only that every figure is there and consistent."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import lz4.block
+import pytest
+
+from conftest import REPO, run_micropython
+from ucz import bench
+from ucz.pagedata import KINDS, csum, fill
+
+PAGE = 1024
+
+
+def c_library(kind: str, pages: int, seed: int = 1) -> tuple[list[int], list[int]]:
+    """Sizes and checksums of the C library's default-mode blocks for the pages bench.codec
+    generates (regenerated here with the same pagedata.fill)."""
+    buf = bytearray(pages * PAGE)
+    sizes, sums = [], []
+    for p in range(pages):
+        fill(buf, p * PAGE, PAGE, KINDS.index(kind), seed, p, 0)
+        block = lz4.block.compress(bytes(buf[p * PAGE:(p + 1) * PAGE]), mode="default",
+                                   store_size=False)
+        sizes.append(len(block))
+        sums.append(csum(block, 0, len(block)))
+    return sizes, sums
+
+
+def mp_json(code: str) -> Any:
+    proc = run_micropython(["-c", code], timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def check_codec(r: dict[str, Any], kind: str, pages: int, reps: int) -> None:
+    assert r["kind"] == kind and r["pages"] == pages and r["bytes"] == pages * PAGE
+    assert len(r["compress_us"]) == len(r["decompress_us"]) == reps
+    assert all(isinstance(u, int) and u >= 0 for u in r["compress_us"] + r["decompress_us"])
+    assert r["roundtrip_ok"] is True
+    sizes, sums = c_library(kind, pages)
+    # Byte-identical to the C library: same size and same checksum, page by page.
+    assert r["sizes"] == sizes and r["sums"] == sums
+    assert r["compressed"] == sum(sizes)
+
+
+def test_codec_under_micropython_matches_the_c_library() -> None:
+    pages, reps = 6, 2
+    results = mp_json(
+        "import ucz.bench, json\n"
+        f"print(json.dumps([ucz.bench.codec(k, {PAGE}, {pages}, 1, {reps})"
+        f" for k in {list(KINDS)!r}]))"
+    )
+    assert [r["kind"] for r in results] == list(KINDS)
+    for r in results:
+        assert r["impl"] == "viper" and r["platform"].startswith("micropython")
+        check_codec(r, r["kind"], pages, reps)
+
+
+def test_codec_on_cpython_plain_path() -> None:
+    r = bench.codec("mixed", PAGE, 3, 1, 1)
+    assert r["impl"] == "python"
+    check_codec(r, "mixed", 3, 1)
+
+
+def test_memory_under_micropython_is_consistent() -> None:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        from bench_memory import MEMORY_CODE  # the very snippet the benchmark runs on a board
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+    m = mp_json(MEMORY_CODE)
+    assert m["modules"] == list(bench.SERVER_MODULES)
+    assert set(m["heap_by_module"]) == set(bench.SERVER_MODULES) | {"Server()"}
+    assert all(n >= 0 for n in m["heap_by_module"].values()), m["heap_by_module"]
+    assert 0 < m["heap_idle"] < m["heap_alloc_idle"] < m["heap_total"]
+    assert m["heap_alloc_idle"] + m["heap_free_idle"] == m["heap_total"]
+    assert m["bench_loaded"] > 0
+    # Measured growth per page / frame is the documented formula (arrays carry no per-item
+    # overhead; the halving of rounding over 1024 pages leaves well under a byte).
+    meas, form = m["meta_measured"], m["meta_formula"]
+    assert abs(meas["bytes_per_page"] - form["bytes_per_page"]) < 0.5, m
+    assert abs(meas["bytes_per_frame"] - form["bytes_per_frame"]) < 0.5, m
+
+
+def test_memory_on_cpython_reports_no_heap() -> None:
+    m = bench.memory()
+    assert m["heap_idle"] is None and m["meta_measured"]["bytes_per_page"] is None
+    assert m["meta_formula"]["bytes_per_page"] > 0
+
+
+def run_script(name: str, out: Path, *args: str) -> tuple[subprocess.CompletedProcess, dict]:
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / name), "--quick",
+                           "--out", str(out), *args],
+                          capture_output=True, text=True, timeout=240, cwd=REPO)
+    assert out.exists(), proc.stdout + proc.stderr
+    return proc, json.loads(out.read_text())
+
+
+def check_targets(doc: dict[str, Any], names: list[str], stdout: str) -> None:
+    got = {t["name"]: t for t in doc["targets"]}
+    assert sorted(got) == sorted(names)
+    for t in got.values():
+        assert t["want"] and t["measured"] and t["measured"] != "-", t
+        assert isinstance(t["met"], bool), t  # the simulated board is the unix port: all apply
+        assert t["name"] in stdout  # the table printed it (200 columns when not a terminal)
+    assert doc["environment"]["cpus"] and len(doc["environment"]["loadavg_end"]) == 3
+
+
+def test_bench_codec_quick_on_the_simulated_board(tmp_path: Path) -> None:
+    proc, doc = run_script("bench_codec.py", tmp_path / "codec.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_targets(doc, ["compress speed, mixed corpus: C / firmware",
+                        "decompress speed, mixed corpus: C / firmware",
+                        "compression ratio, mixed corpus"], proc.stdout)
+    assert set(doc["kinds"]) == set(KINDS)
+    for k, s in doc["kinds"].items():
+        assert s["identical"] and s["roundtrip_ok"], k
+        assert s["fw_compress_MBps"]["n"] == doc["params"]["reps"] * doc["params"]["rounds"]
+        assert s["c_ratio"] == pytest.approx(s["fw_ratio"])
+    assert doc["board"]["kind"] == "sim" and doc["board"]["lz4_impl"] == "viper"
+
+
+def test_bench_memory_quick_on_the_simulated_board(tmp_path: Path) -> None:
+    proc, doc = run_script("bench_memory.py", tmp_path / "memory.json")
+    check_targets(doc, ["metadata per logical page (heap growth per page)",
+                        "metadata per frame (heap growth per frame)",
+                        "firmware heap at idle (pool and zpool excluded)",
+                        "corrupt pages in the capacity runs"], proc.stdout)
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # every capacity run completed
+    assert set(doc["capacity"]) == set(KINDS)
+    for k, c in doc["capacity"].items():
+        assert c["pages_held"] == doc["params"]["capacity"]["pages"], k
+        assert c["capacity_x"] > 0 and c["corrupt"] == 0, k
+
+
+def test_bench_reclaim_quick_headline_on_the_simulated_board(tmp_path: Path) -> None:
+    proc, doc = run_script("bench_reclaim.py", tmp_path / "reclaim.json", "--no-sweeps")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_targets(doc, ["pgsteal_anon/s, kcompressd/thread over kswapd",
+                        "allocation stalls removed", "share of the ideal ratio",
+                        "corrupt pages, every run"], proc.stdout)
+    assert set(doc["headline"]) == {"thread", "task"}
+    c = doc["compare"]["kswapd"]["counters"]
+    ideal = (c["scan_us"] + c["compress_us"]) / max(c["scan_us"], c["compress_us"])
+    assert doc["headline"]["thread"]["ideal"]["median"] == pytest.approx(ideal)
+    assert "ideal ratio = (scan_us + compress_us) / max(scan_us, compress_us)" in proc.stdout
