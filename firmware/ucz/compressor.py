@@ -3,7 +3,7 @@
 #   thread: a _thread worker (core 1 on rp2; a truly parallel thread on the unix port).
 # Each page: dequeue (lock) -> compress (no lock; the page is WRITEBACK, its frame ours to
 # read) -> commit (lock), discarded if the app rescued the page meanwhile.
-from .compat import const, asyncio, ticks_us, ticks_diff, sleep_us, start_new_thread, sleep_ms
+from .compat import const, asyncio, ticks_us, ticks_diff, sleep_us, start_new_thread, sleep_ms, Wakeup
 from . import counters as C
 from .pool import Scratch
 
@@ -38,7 +38,7 @@ class Compressor:
             self.done = False
             start_new_thread(self._thread, ())
             return None
-        self.event = asyncio.Event()
+        self.event = Wakeup()
         return asyncio.create_task(self._task())
 
     def stop(self, timeout_ms=2000):
@@ -81,7 +81,6 @@ class Compressor:
             if p < 0:
                 self.waiting = True
                 await self.event.wait()
-                self.event.clear()
                 continue
             t0 = ticks_us()
             while p >= 0:

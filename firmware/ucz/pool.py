@@ -138,30 +138,29 @@ class Pool:
 
     def get_frame(self):
         """A free frame for a fault, reclaiming directly when free <= min; -1 when none at all."""
-        lk = self.lock
-        lk.acquire()
-        if self.nfree > self.wmin:
-            self.nfree -= 1
-            f = self.flist[self.nfree]
-            low = self.nfree <= self.wlow
-            lk.release()
+        # Every critical section is a `with`: a Ctrl-C (KeyboardInterrupt) raised inside one
+        # must not leave the lock held, or the compressor thread would block for good.
+        f = -1
+        with self.lock:
+            if self.nfree > self.wmin:
+                self.nfree -= 1
+                f = self.flist[self.nfree]
+                low = self.nfree <= self.wlow
+        if f >= 0:
             self.c[C.PGALLOC] += 1
             if low:
                 self.scanner.wake()
             return f
-        lk.release()
         # Allocation stall: this allocation reclaims by itself before it gets a frame.
         t0 = ticks_us()
         c = self.c
         c[C.ALLOCSTALL] += 1
         self.scanner.wake()
         self.scanner.direct()
-        f = -1
-        lk.acquire()
-        if self.nfree > 0:  # below min is allowed once we have reclaimed (like __GFP_HIGH)
-            self.nfree -= 1
-            f = self.flist[self.nfree]
-        lk.release()
+        with self.lock:
+            if self.nfree > 0:  # below min is allowed once we have reclaimed (like __GFP_HIGH)
+                self.nfree -= 1
+                f = self.flist[self.nfree]
         dt = ticks_diff(ticks_us(), t0)
         c[C.ALLOCSTALL_US] += dt
         C.hist_add(self.hist, dt)
@@ -206,17 +205,16 @@ class Pool:
         # A queued page touched before the compressor got to it comes back without
         # decompression. Seen without the lock it was QUEUED/WRITEBACK; by now the compressor
         # may have stored it (-> fault it in) or handed it back on a full zpool (RESIDENT).
-        self.lock.acquire()
-        s = self.state[p]
-        st = s & STATE
         f = -1
-        if st == QUEUED or st == WRITEBACK or st == RESIDENT:
-            if st != RESIDENT:
-                self.nqueued -= 1
-                self.c[C.PGRESCUED] += 1
-            self.state[p] = RESIDENT | REF | (s & HUGE)
-            f = self.val[p]
-        self.lock.release()
+        with self.lock:
+            s = self.state[p]
+            st = s & STATE
+            if st == QUEUED or st == WRITEBACK or st == RESIDENT:
+                if st != RESIDENT:
+                    self.nqueued -= 1
+                    self.c[C.PGRESCUED] += 1
+                self.state[p] = RESIDENT | REF | (s & HUGE)
+                f = self.val[p]
         return f
 
     def _fault(self, p):
@@ -242,15 +240,13 @@ class Pool:
                 except ValueError:
                     pass  # the checksum the caller runs counts it as corrupt
             c[C.DECOMPRESS_US] += ticks_diff(ticks_us(), t0)
-            self.lock.acquire()
-            self.z.free(h, n)
-            self.lock.release()
+            with self.lock:
+                self.z.free(h, n)
             self._swapin()
         elif st == SAME:
             memset32(self.frames, off, P, self.val, p)
-            self.lock.acquire()
-            self.nsame -= 1
-            self.lock.release()
+            with self.lock:
+                self.nsame -= 1
             self._swapin()
         elif st == UNMAPPED:
             fill(self.frames, off, P, self.data, self.seed, p, 0)
@@ -298,15 +294,13 @@ class Pool:
         """
         if n < 0:
             return 0
-        lk = self.lock
-        lk.acquire()
-        h = self.z.alloc(n)
-        if h < 0:
-            self.c[C.ZPOOL_FULL] += 1
-        else:
-            self.nplaced += 1  # allocated, not yet published: the invariants allow for these
-            self.placed_bytes += n
-        lk.release()
+        with self.lock:
+            h = self.z.alloc(n)
+            if h < 0:
+                self.c[C.ZPOOL_FULL] += 1
+            else:
+                self.nplaced += 1  # allocated, not yet published: invariants allow for these
+                self.placed_bytes += n
         if h >= 0:
             if n == self.P:
                 copy(self.frames, self.z.offset(h), self.frames, f * n, n)  # stored raw
@@ -353,31 +347,27 @@ class Pool:
         if h < 0:
             self.state[p] = RESIDENT | (self.state[p] & HUGE)  # stays, unreferenced
             return False
-        self.lock.acquire()
-        self.publish(p, f, n, h, sc, steal)
-        self.lock.release()
+        with self.lock:
+            self.publish(p, f, n, h, sc, steal)
         return True
 
     # -- the kcompressd ring -----------------------------------------------------------------------
 
     def enqueue(self, p):
         """Isolate resident page p into the ring; False when the ring is full."""
-        lk = self.lock
-        lk.acquire()
-        if self.rcount == self.rsize:
-            lk.release()
-            return False
-        i = self.rhead + self.rcount
-        if i >= self.rsize:
-            i -= self.rsize
-        self.ring[i] = p
-        self.rcount += 1
-        self.state[p] = QUEUED | (self.state[p] & HUGE)
-        self.nqueued += 1
-        c = self.c
-        if self.rcount > c[C.KCOMPRESSD_QUEUE_MAX]:
-            c[C.KCOMPRESSD_QUEUE_MAX] = self.rcount
-        lk.release()
+        with self.lock:
+            if self.rcount == self.rsize:
+                return False
+            i = self.rhead + self.rcount
+            if i >= self.rsize:
+                i -= self.rsize
+            self.ring[i] = p
+            self.rcount += 1
+            self.state[p] = QUEUED | (self.state[p] & HUGE)
+            self.nqueued += 1
+            c = self.c
+            if self.rcount > c[C.KCOMPRESSD_QUEUE_MAX]:
+                c[C.KCOMPRESSD_QUEUE_MAX] = self.rcount
         return True
 
     def dequeue(self, sc):
@@ -385,21 +375,18 @@ class Pool:
 
         Its frame is left in sc.frame (no tuple allocation).
         """
-        lk = self.lock
-        lk.acquire()
-        while self.rcount:
-            p = self.ring[self.rhead]
-            self.rhead += 1
-            if self.rhead == self.rsize:
-                self.rhead = 0
-            self.rcount -= 1
-            s = self.state[p]
-            if s & STATE == QUEUED:
-                self.state[p] = WRITEBACK | (s & HUGE)
-                sc.frame = self.val[p]
-                lk.release()
-                return p
-        lk.release()
+        with self.lock:
+            while self.rcount:
+                p = self.ring[self.rhead]
+                self.rhead += 1
+                if self.rhead == self.rsize:
+                    self.rhead = 0
+                self.rcount -= 1
+                s = self.state[p]
+                if s & STATE == QUEUED:
+                    self.state[p] = WRITEBACK | (s & HUGE)
+                    sc.frame = self.val[p]
+                    return p
         return -1
 
     def writeback(self, p, sc, steal):
@@ -407,19 +394,17 @@ class Pool:
         f = sc.frame
         n = self.compress(p, f, sc)
         h = self.place(f, n, sc)
-        lk = self.lock
-        lk.acquire()
-        if self.state[p] & STATE == WRITEBACK:
-            self.nqueued -= 1
-            if h < 0:
-                self.state[p] = RESIDENT | (self.state[p] & HUGE)  # zpool full: keep it
-            else:
-                self.publish(p, f, n, h, sc, steal)
-        elif n >= 0 and h >= 0:
-            self.z.free(h, n)  # rescued while we worked: drop our copy
-            self.nplaced -= 1
-            self.placed_bytes -= n
-        lk.release()
+        with self.lock:
+            if self.state[p] & STATE == WRITEBACK:
+                self.nqueued -= 1
+                if h < 0:
+                    self.state[p] = RESIDENT | (self.state[p] & HUGE)  # zpool full: keep it
+                else:
+                    self.publish(p, f, n, h, sc, steal)
+            elif n >= 0 and h >= 0:
+                self.z.free(h, n)  # rescued while we worked: drop our copy
+                self.nplaced -= 1
+                self.placed_bytes -= n
 
     # -- invariants (tests and --check runs) ---------------------------------------------------------
 

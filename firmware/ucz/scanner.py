@@ -5,7 +5,7 @@
 #   kcompressd mode: it isolates the victim into the ring and moves on; a full ring makes it
 #                    compress inline (kcompressd_fallback), as swap_writepage() does.
 # Direct reclaim (an allocation that found free <= min) uses the same CLOCK hand, synchronously.
-from .compat import const, asyncio, ticks_us, ticks_diff
+from .compat import asyncio, ticks_us, ticks_diff, Wakeup
 from . import counters as C
 from .pool import RESIDENT, STATE, REF, NONE
 
@@ -86,11 +86,10 @@ class Scanner:
         c = pool.c
         comp = self.comp
         sc = pool.scratch
-        self.event = asyncio.Event()
+        self.event = Wakeup()
         while self.running:
             if not self.awake:
                 await self.event.wait()
-                self.event.clear()
                 continue
             t0 = ticks_us()
             busy0 = sc.busy
