@@ -22,7 +22,7 @@ HAVE_SIM = importlib.util.find_spec("ucompressd.sim") is not None
 needs_sim = pytest.mark.skipif(not HAVE_SIM, reason="host/ucompressd/sim.py not there yet")
 
 # Small and quick; page_size and frames keep it within a 400 KB board heap with room to spare.
-QUICK = ["--pages", "128", "--frames", "32", "--ops", "6000", "--sample-ms", "10"]
+QUICK = ["--pages", "128", "--frames", "32", "--page-size", "1024", "--ops", "6000", "--sample-ms", "10"]
 
 
 @pytest.mark.parametrize(("argv", "says"), [

@@ -7,13 +7,14 @@ from .compat import const, asyncio, ticks_us, ticks_diff, sleep_us, start_new_th
 from . import counters as C
 from .pool import Scratch
 
+_SPIN_US = const(2000)  # thread placement: busy-poll this long after the last page
 _IDLE_US = const(50)  # thread placement: poll period of an empty ring (no cross-thread wait
                       # primitive exists on every port; a lock released by another thread is
                       # undefined behaviour on the unix port's pthread mutexes)
 
 
 class Compressor:
-    def __init__(self, pool, placement="thread", slice_us=2000):
+    def __init__(self, pool, placement="thread", slice_us=200):
         if placement not in ("task", "thread"):
             raise ValueError("compressor: must be task or thread")
         self.pool = pool
@@ -61,13 +62,18 @@ class Compressor:
     def _thread(self):
         pool = self.pool
         sc = self.sc
+        last = ticks_us()
         try:
             while self.running:
                 p = pool.dequeue(sc)
                 if p < 0:
-                    sleep_us(_IDLE_US)
+                    # Poll hard for a while after the last page (the scanner refills the ring
+                    # in bursts, and a sleep costs far more than a page), then doze.
+                    if ticks_diff(ticks_us(), last) > _SPIN_US:
+                        sleep_us(_IDLE_US)
                     continue
                 self._one(p)
+                last = ticks_us()
         except Exception as e:  # a bug here must surface in the results, not vanish with the thread
             self.error = repr(e)
         finally:

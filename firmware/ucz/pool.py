@@ -19,6 +19,10 @@
 # also writes. Only the main thread (app + scanner) moves pages into or out of a frame, so it
 # may read RESIDENT state without the lock; the compressor only ever touches QUEUED and
 # WRITEBACK pages.
+# LOCKING: every critical section is a few dozen bytecodes, so a contended acquire spins
+# (acquire(0)) instead of sleeping: on the unix port a blocked acquire is a futex round trip
+# that cost more than the section (measured), and rp2's core 1 has nothing else to run. Each
+# section is a try/finally, so a Ctrl-C inside one cannot leave the lock held.
 from .compat import const, allocate_lock, ticks_us, ticks_diff, zeros, itemsize
 from . import counters as C
 from . import lz4
@@ -50,6 +54,20 @@ class Scratch:
         self.frame = 0  # frame of the page the last ring pop returned
 
 
+def watermarks(nframes):
+    """Default (min, low, high) in free frames. The gaps must cover what the app allocates
+    between two turns of the scanner (about yield_ops frames), so they have a floor, and grow
+    with the pool like min_free_kbytes with RAM; tiny pools get proportional ones."""
+    wmin = max(2, nframes // 32)
+    wlow = wmin + max(6, nframes // 16)
+    whigh = wlow + max(8, nframes // 8)
+    if whigh >= nframes:
+        wmin = max(1, nframes // 8)
+        wlow = max(wmin + 1, nframes // 4)
+        whigh = max(wlow + 1, nframes // 2)
+    return wmin, wlow, whigh
+
+
 def arena_bytes(nframes, page_size, zpool_bytes):
     """Bytes of the arena a pool needs: its frames, then its zpool cut to whole zspages."""
     z = page_size * zspage_pages(zpool_bytes, page_size)
@@ -67,10 +85,8 @@ class Pool:
             raise ValueError("frames: must be 4..%d" % (NONE - 1))
         if not 1 <= ring < NONE:
             raise ValueError("ring: must be 1..%d" % (NONE - 1))
-        # Default watermarks scale with the pool, like min_free_kbytes with RAM.
-        wmin = wmin or max(2, nframes // 32)
-        wlow = wlow or wmin + max(2, nframes // 32)
-        whigh = whigh or wlow + max(4, nframes // 16)
+        if not (wmin or wlow or whigh):
+            wmin, wlow, whigh = watermarks(nframes)
         if not 0 < wmin < wlow < whigh < nframes:
             raise ValueError("watermarks: need 0 < min < low < high < frames (got %d %d %d)"
                              % (wmin, wlow, whigh))
@@ -141,11 +157,16 @@ class Pool:
         # Every critical section is a `with`: a Ctrl-C (KeyboardInterrupt) raised inside one
         # must not leave the lock held, or the compressor thread would block for good.
         f = -1
-        with self.lock:
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
             if self.nfree > self.wmin:
                 self.nfree -= 1
                 f = self.flist[self.nfree]
                 low = self.nfree <= self.wlow
+        finally:
+            lk.release()
         if f >= 0:
             self.c[C.PGALLOC] += 1
             if low:
@@ -157,10 +178,15 @@ class Pool:
         c[C.ALLOCSTALL] += 1
         self.scanner.wake()
         self.scanner.direct()
-        with self.lock:
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
             if self.nfree > 0:  # below min is allowed once we have reclaimed (like __GFP_HIGH)
                 self.nfree -= 1
                 f = self.flist[self.nfree]
+        finally:
+            lk.release()
         dt = ticks_diff(ticks_us(), t0)
         c[C.ALLOCSTALL_US] += dt
         C.hist_add(self.hist, dt)
@@ -206,7 +232,10 @@ class Pool:
         # decompression. Seen without the lock it was QUEUED/WRITEBACK; by now the compressor
         # may have stored it (-> fault it in) or handed it back on a full zpool (RESIDENT).
         f = -1
-        with self.lock:
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
             s = self.state[p]
             st = s & STATE
             if st == QUEUED or st == WRITEBACK or st == RESIDENT:
@@ -215,6 +244,8 @@ class Pool:
                     self.c[C.PGRESCUED] += 1
                 self.state[p] = RESIDENT | REF | (s & HUGE)
                 f = self.val[p]
+        finally:
+            lk.release()
         return f
 
     def _fault(self, p):
@@ -240,13 +271,23 @@ class Pool:
                 except ValueError:
                     pass  # the checksum the caller runs counts it as corrupt
             c[C.DECOMPRESS_US] += ticks_diff(ticks_us(), t0)
-            with self.lock:
+            lk = self.lock
+            while not lk.acquire(0):  # spin (see LOCKING)
+                pass
+            try:
                 self.z.free(h, n)
+            finally:
+                lk.release()
             self._swapin()
         elif st == SAME:
             memset32(self.frames, off, P, self.val, p)
-            with self.lock:
+            lk = self.lock
+            while not lk.acquire(0):  # spin (see LOCKING)
+                pass
+            try:
                 self.nsame -= 1
+            finally:
+                lk.release()
             self._swapin()
         elif st == UNMAPPED:
             fill(self.frames, off, P, self.data, self.seed, p, 0)
@@ -294,13 +335,18 @@ class Pool:
         """
         if n < 0:
             return 0
-        with self.lock:
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
             h = self.z.alloc(n)
             if h < 0:
                 self.c[C.ZPOOL_FULL] += 1
             else:
                 self.nplaced += 1  # allocated, not yet published: invariants allow for these
                 self.placed_bytes += n
+        finally:
+            lk.release()
         if h >= 0:
             if n == self.P:
                 copy(self.frames, self.z.offset(h), self.frames, f * n, n)  # stored raw
@@ -347,15 +393,23 @@ class Pool:
         if h < 0:
             self.state[p] = RESIDENT | (self.state[p] & HUGE)  # stays, unreferenced
             return False
-        with self.lock:
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
             self.publish(p, f, n, h, sc, steal)
+        finally:
+            lk.release()
         return True
 
     # -- the kcompressd ring -----------------------------------------------------------------------
 
     def enqueue(self, p):
         """Isolate resident page p into the ring; False when the ring is full."""
-        with self.lock:
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
             if self.rcount == self.rsize:
                 return False
             i = self.rhead + self.rcount
@@ -368,6 +422,8 @@ class Pool:
             c = self.c
             if self.rcount > c[C.KCOMPRESSD_QUEUE_MAX]:
                 c[C.KCOMPRESSD_QUEUE_MAX] = self.rcount
+        finally:
+            lk.release()
         return True
 
     def dequeue(self, sc):
@@ -375,7 +431,10 @@ class Pool:
 
         Its frame is left in sc.frame (no tuple allocation).
         """
-        with self.lock:
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
             while self.rcount:
                 p = self.ring[self.rhead]
                 self.rhead += 1
@@ -387,6 +446,8 @@ class Pool:
                     self.state[p] = WRITEBACK | (s & HUGE)
                     sc.frame = self.val[p]
                     return p
+        finally:
+            lk.release()
         return -1
 
     def writeback(self, p, sc, steal):
@@ -394,7 +455,10 @@ class Pool:
         f = sc.frame
         n = self.compress(p, f, sc)
         h = self.place(f, n, sc)
-        with self.lock:
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
             if self.state[p] & STATE == WRITEBACK:
                 self.nqueued -= 1
                 if h < 0:
@@ -406,6 +470,8 @@ class Pool:
                 self.nplaced -= 1
                 self.placed_bytes -= n
 
+        finally:
+            lk.release()
     # -- invariants (tests and --check runs) ---------------------------------------------------------
 
     def check(self):

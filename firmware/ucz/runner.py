@@ -16,22 +16,26 @@ DEFAULTS = {
     "mode": "kcompressd",   # kswapd: the scanner compresses; kcompressd: a compressor does
     "compressor": "thread",  # kcompressd placement: task (same core) or thread (second core)
     "workload": "uniform",
-    "pages": 256,           # logical pages
-    "frames": 64,           # page frames (pages > frames: memory pressure)
-    "page_size": 1024,
+    # The default experiment: a data logger's text pages (Linux-size 4 KiB pages) at 4 pages
+    # per frame. Needs a ~500 KB heap (a PSRAM board); a Pico 2 runs 1 KiB pages (its profile).
+    "pages": 128,           # logical pages
+    "frames": 32,           # page frames (pages > frames: memory pressure)
+    "page_size": 4096,
     "zpool": 0,             # compressed store bytes; 0: sized from pages, frames and data kind
     "ring": 64,             # kcompressd FIFO entries
-    "ops": 20000,
+    "ops": 50000,
     "write_pct": 30,
     "think_us": 0,          # idle time per access (background reclaim runs then)
     "yield_ops": 8,         # with no think time, the app yields to the loop this often
     "duration_ms": 0,       # cap on the run's length; 0: none
-    "data": "mixed",
+    "data": "text",
     "seed": 1,
     "hot_pct": 10,          # hotcold/bursty: size of the hot set
     "burst": 64,            # bursty: accesses per burst
     "gap_ms": 5,            # bursty: idle time between bursts
-    "slice_us": 2000,       # longest the scanner or a task compressor runs before yielding
+    # Longest the scanner (or a task compressor) runs before yielding: about what the app
+    # runs between its yields, a fair share of the core as kswapd gets from the scheduler.
+    "slice_us": 200,
     "wmark_min": 0,         # watermarks in free frames; 0: defaults from frames
     "wmark_low": 0,
     "wmark_high": 0,

@@ -11,7 +11,7 @@ from .pool import RESIDENT, STATE, REF, NONE
 
 
 class Scanner:
-    def __init__(self, pool, compressor=None, slice_us=2000):
+    def __init__(self, pool, compressor=None, slice_us=200):
         self.pool = pool
         pool.scanner = self
         self.comp = compressor  # None: kswapd mode

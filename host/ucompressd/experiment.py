@@ -58,17 +58,19 @@ def stage_firmware(flash_dir: Path | str) -> str:
 
 
 @contextlib.contextmanager
-def open_board(port: str | None, micropython: str | None = None) -> Iterator[Board]:
+def open_board(port: str | None, micropython: str | None = None,
+               heapsize: str | None = None) -> Iterator[Board]:
     """The board at `port`, or a fresh simulated board with this host's firmware staged."""
     if port:
         yield Board(url=port, kind="serial")
         return
-    from ucompressd.sim import SimBoard, SimError
+    from ucompressd.sim import EXPERIMENT_HEAPSIZE, SimBoard, SimError
 
     with tempfile.TemporaryDirectory(prefix="ucz-flash-") as flash:
         digest = stage_firmware(flash)
         try:
-            sim = SimBoard(flash_dir=flash, micropython=micropython).start()
+            sim = SimBoard(flash_dir=flash, micropython=micropython,
+                           heapsize=heapsize or EXPERIMENT_HEAPSIZE).start()
         except SimError as e:  # no interpreter, or it cannot boot: there is no board to use
             raise PortError(f"cannot start the simulated board: {e}") from None
         try:

@@ -73,6 +73,9 @@ from typing import TextIO
 
 ENV_MICROPYTHON = "UCOMPRESSD_MICROPYTHON"
 DEFAULT_HEAPSIZE = "400K"  # what a Pico 2 has free for Python objects
+# `ucompressd sim` and the CLI's built-in board run experiments: they get the heap of a PSRAM
+# board (Pico Plus 2 class: two cores, no GIL) so the default 4 KiB-page experiment fits.
+EXPERIMENT_HEAPSIZE = "2M"
 HARD_RESET_EXIT = 117  # exit status of the machine.reset() shim: restart as a power-on boot
 
 SIGINT_PENDING_S = 0.5  # no second SIGINT this soon after one: the unix port exits on a double one
@@ -815,8 +818,8 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     )
     ap.add_argument(
         "--heapsize",
-        default=DEFAULT_HEAPSIZE,
-        help="MicroPython heap (default %(default)s, a Pico 2's free RAM)",
+        default=EXPERIMENT_HEAPSIZE,
+        help="MicroPython heap (default %(default)s, a PSRAM board's; 400K is a Pico 2's)",
     )
 
 

@@ -183,7 +183,7 @@ def test_mp_hot_paths_do_not_allocate():
 
 def test_mp_runs_give_their_memory_back():
     # A server session runs experiment after experiment: each must find the heap it had.
-    cfg = runner.config({"pages": 256, "frames": 64, "ops": 500})
+    cfg = runner.config({"pages": 256, "frames": 64, "page_size": 1024, "ops": 500})
     free = []
     for _ in range(3):
         runner.run(cfg)
