@@ -41,7 +41,7 @@ def new_table():
     return array("H", [0]) * _HSIZE
 
 
-_TABLE = new_table()
+_TABLE = None  # the default table, made on first use: the firmware's pool brings its own
 
 
 def bound(n):
@@ -334,7 +334,10 @@ def compress(src, dst, table=None):
     table: scratch hash table from new_table(). The default is one module-level table, so
     calls must not overlap: threads compressing at the same time each pass their own.
     """
+    global _TABLE
     if table is None:
+        if _TABLE is None:
+            _TABLE = new_table()
         table = _TABLE
     else:
         _check_table(table)
