@@ -5,8 +5,8 @@ import gc
 import sys
 from .compat import asyncio, ticks_us, ticks_diff, async_sleep_ms, MICROPYTHON
 from . import counters as C
-from .pagedata import KINDS
-from .pool import Pool, arena_bytes
+from .pagedata import KINDS, lcg
+from .pool import Pool, arena_bytes, ZSTORED, STATE
 from .scanner import Scanner
 from .compressor import Compressor
 from .workload import Workload, WORKLOADS, app
@@ -120,11 +120,13 @@ def arena_needed(cfg):
     return arena_bytes(cfg["frames"], cfg["page_size"], cfg["zpool"])
 
 
-def run(cfg, emit=None, arena=None):
+def run(cfg, emit=None, arena=None, audit=0):
     """Run one experiment (cfg from config()); emit(kind, data) streams samples and progress.
 
     arena: a bytearray of at least arena_needed(cfg) bytes for frames and zpool, allocated
     early by the caller (a board's heap fragments); None allocates one now.
+    audit: after the run, emit up to this many compressed pages as "audit" events (see
+    audit()) while the pool still exists, so the host can check them with another codec.
     """
     gc.collect()
     pool = Pool(cfg["pages"], cfg["frames"], cfg["page_size"], cfg["zpool"],
@@ -180,7 +182,63 @@ def run(cfg, emit=None, arena=None):
             asyncio.new_event_loop()
     if cfg["check_every"]:
         problems.extend(pool.check())
-    return result(pool, cfg, comp, problems)
+    r = result(pool, cfg, comp, problems)
+    if audit and emit is not None:
+        r["audit"] = send_audit(pool, audit, emit)
+    return r
+
+
+AUDIT_CHUNK = 1024  # compressed bytes per audit event: 1368 base64 chars, well under MAX_LINE
+
+
+def audit_pages(pool, n):
+    """Up to n pages stored LZ4-compressed (ZSTORED, clen < page size), chosen from the seed:
+    the same run always audits the same pages. Raw (incompressible) pages are left out: they
+    never went through the codec. Returns (pages, how many were eligible)."""
+    N = pool.npages
+    eligible = 0
+    for p in range(N):
+        if pool.state[p] & STATE == ZSTORED and pool.clen[p] < pool.P:
+            eligible += 1
+    # Visit every page once in a seeded order: a start and a stride coprime to N.
+    x = lcg(pool.seed ^ 0x5A17)
+    start = x % N
+    step = 1 + lcg(x) % N
+    while _gcd(step, N) != 1:
+        step += 1
+    pages = []
+    p = start
+    for _ in range(N):
+        if len(pages) >= n:
+            break
+        if pool.state[p] & STATE == ZSTORED and pool.clen[p] < pool.P:
+            pages.append(p)
+        p = (p + step) % N
+    return pages, eligible
+
+
+def send_audit(pool, n, emit):
+    """Emit the chosen pages' compressed bytes, AUDIT_CHUNK at a time: events
+    {"page", "ver", "clen", "off", "b64"}; returns {"sent": pages, "eligible": n}."""
+    from binascii import b2a_base64
+
+    pages, eligible = audit_pages(pool, n)
+    z = pool.z
+    mv = memoryview(z.buf)
+    for p in pages:
+        clen = pool.clen[p]
+        zoff = z.offset(pool.val[p])
+        for o in range(0, clen, AUDIT_CHUNK):
+            k = min(AUDIT_CHUNK, clen - o)
+            b64 = b2a_base64(mv[zoff + o : zoff + o + k]).decode().rstrip()
+            emit("audit", {"page": p, "ver": pool.ver[p], "clen": clen, "off": o, "b64": b64})
+    return {"sent": len(pages), "eligible": eligible}
+
+
+def _gcd(a, b):
+    while b:
+        a, b = b, a % b
+    return a
 
 
 def result(pool, cfg, comp, problems):

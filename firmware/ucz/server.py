@@ -193,6 +193,10 @@ class Server:
     def run(self, i, args):
         runner = self.need_runner()
         try:
+            # "audit" is a request option, not a knob of the experiment: config() refuses it.
+            audit = args.pop("audit", 0)
+            if isinstance(audit, bool) or not isinstance(audit, int) or audit < 0:
+                raise ValueError("audit: %r is not a count of pages" % (audit,))
             cfg = runner.config(args)
         except ValueError as e:  # "<key>: <problem>": the message is the whole answer
             self.error(i, str(e))
@@ -203,7 +207,7 @@ class Server:
             send({"id": i, "ev": kind, "data": data})
 
         gc.collect()  # the run preallocates its frames: give it the largest free block
-        res = runner.run(cfg, emit)
+        res = runner.run(cfg, emit, audit=audit)
         # One section per line: every line stays under MAX_LINE and no single big string is built.
         parts = []
         for k in res:

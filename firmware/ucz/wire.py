@@ -12,7 +12,8 @@
 #   reply    {"id": n, "ok": true, "result": ...}                  board -> host, ends request n
 #            {"id": n, "ok": false, "error": "message"}            (id null: the line was unreadable)
 #   event    {"id": n, "ev": kind, "data": ...}                    board -> host while n runs
-# Event kinds: "ready" (id 0, once when the server starts), "sample", "progress", "log", and
+# Event kinds: "ready" (id 0, once when the server starts), "sample", "progress", "log",
+# "audit" (run with args "audit": N: compressed pages sent after the run, see runner.send_audit), and
 # "result": a result too big for one line is sent as "result" events, each carrying some of its
 # top-level keys, then the reply {"ok": true, "result": {"parts": [those keys]}}; the host merges.
 import json
@@ -22,7 +23,7 @@ PROTO = 1  # bump on any incompatible change of this file or of the server's com
 MAX_LINE = 4096  # bytes per line, MARK and newline included; the board's input buffer size
 MARK = b"\x1e"
 _SEP = b"*"
-EVENTS = ("ready", "sample", "progress", "result", "log")
+EVENTS = ("ready", "sample", "progress", "result", "log", "audit")
 
 
 def _crc(body):

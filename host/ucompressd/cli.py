@@ -109,6 +109,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--csv", metavar="FILE", help="write the samples here, one row each")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
                    help="seconds of silence before the board counts as lost (default 10)")
+    p.add_argument("--audit", type=int, default=0, metavar="N",
+                   help="after each run, check N of the board's compressed pages with the "
+                        "reference LZ4 (exit 1 on any mismatch)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -189,6 +192,20 @@ def _save(doc: dict[str, Any], ns: argparse.Namespace) -> None:
         report.write_csv(report.samples_rows(doc), ns.csv)
 
 
+def _audit_failures(docs: list[dict[str, Any]]) -> int:
+    """Print every page the codec audit found bad; 1 if any, else 0."""
+    rc = 0
+    for d in docs:
+        if experiment.audit_failed(d):
+            rc = 1
+            where = f"{d['board']['port']} ({d['config'].get('mode')})"
+            for b in d["audit"]["bad"]:
+                page = "" if b["page"] is None else f"page {b['page']} version {b['version']}: "
+                print(f"ucompressd: audit failed on {where}: {page}{b['reason']}",
+                      file=sys.stderr)
+    return rc
+
+
 def _failed(e: RunFailed, ns: argparse.Namespace) -> int:
     _save(e.partial, ns)
     saved = [f for f in (ns.json, ns.csv) if f]
@@ -202,22 +219,26 @@ def _failed(e: RunFailed, ns: argparse.Namespace) -> int:
 
 def cmd_run(ns: argparse.Namespace) -> int:
     cfg = _config(_knobs(ns))
+    if ns.audit < 0:
+        raise ArgumentError("--audit: must be 0 or more")
     _check_board_args(ns)
     with _progress() as on_progress, experiment.open_board(ns.port, ns.micropython) as board:
         try:
-            doc = experiment.run(board, cfg, on_progress, cfg["mode"], ns.timeout)
+            doc = experiment.run(board, cfg, on_progress, cfg["mode"], ns.timeout, ns.audit)
         except RunFailed as e:
             return _failed(e, ns)
     _save(doc, ns)
     console = Console()
     for table in report.run_tables(doc):
         console.print(table)
-    return 0
+    return _audit_failures([doc])
 
 
 def cmd_compare(ns: argparse.Namespace) -> int:
     if ns.repeat < 1:
         raise ArgumentError("--repeat: must be at least 1")
+    if ns.audit < 0:
+        raise ArgumentError("--audit: must be 0 or more")
     # With no knobs this is the runner's defaults: a high-pressure run (a quarter of the pages
     # resident) whose kswapd/kcompressd pair takes seconds on the simulated board.
     args = _knobs(ns)
@@ -229,12 +250,13 @@ def cmd_compare(ns: argparse.Namespace) -> int:
             args["compressor"] = experiment.default_compressor(experiment.probe(board, ns.timeout))
         cfgs = {mode: _config({**args, "mode": mode}) for mode in experiment.MODES}
         try:
-            doc = experiment.compare(board, cfgs, ns.repeat, on_progress, ns.timeout)
+            doc = experiment.compare(board, cfgs, ns.repeat, on_progress, ns.timeout, ns.audit)
         except RunFailed as e:
             return _failed(e, ns)
     _save(doc, ns)
     Console().print(report.compare_table(doc))
-    return 0
+    runs = [r for m in experiment.MODES for r in doc.get("repeats", {}).get(m, [doc[m]])]
+    return _audit_failures(runs)
 
 
 def cmd_sim(ns: argparse.Namespace) -> int:

@@ -3,6 +3,7 @@ simulated board. Builds the results documents (JSON-ready dicts); printing is re
 
 from __future__ import annotations
 
+import binascii
 import contextlib
 import shutil
 import statistics
@@ -11,9 +12,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+import lz4.block
+
 import ucz
 from ucz import counters as C
-from ucz import runner
+from ucz import pagedata, runner
 from ucz.server import firmware_digest
 from ucompressd.link import BoardError, CommandError, Link, PortError
 
@@ -100,9 +103,16 @@ def run(
     on_progress: ProgressHandler | None = None,
     label: str = "run",
     timeout: float = 10.0,
+    audit: int = 0,
 ) -> dict[str, Any]:
-    """One experiment with a validated config (runner.config) on a freshly reset board."""
+    """One experiment with a validated config (runner.config) on a freshly reset board.
+
+    audit > 0: the board then sends that many of its compressed pages; each is decoded here
+    with the lz4 package and compared with the page regenerated from (seed, page, version).
+    The document's "audit" says how that went; `audit_failed(doc)` tells whether it did.
+    """
     samples: list[dict[str, Any]] = []
+    audited: dict[int, dict[str, Any]] = {}
     hello: dict[str, Any] = {}
     link_stats: dict[str, Any] = {}
 
@@ -111,6 +121,10 @@ def run(
             samples.append(data)
         elif kind == "progress" and on_progress is not None and isinstance(data, dict):
             on_progress(label, int(data.get("ops", 0)), int(data.get("of", 0)))
+        elif kind == "audit" and isinstance(data, dict):
+            page = audited.setdefault(data["page"], {"ver": data["ver"], "clen": data["clen"],
+                                                     "chunks": {}})
+            page["chunks"][data["off"]] = data["b64"]
 
     try:
         with Link(board.url, timeout=timeout) as link:
@@ -118,7 +132,8 @@ def run(
             # The run streams a sample every sample_ms: silence longer than a few means trouble.
             silence = max(timeout, 3 * cfg.get("sample_ms", 0) / 1000)
             try:
-                raw = link.request("run", cfg, on_event=on_event, timeout=silence)
+                args = {**cfg, "audit": audit} if audit else cfg
+                raw = link.request("run", args, on_event=on_event, timeout=silence)
             finally:
                 link_stats = {"noise": link.noise, "corrupt": link.corrupt, "log": link.log}
     except PortError:
@@ -133,7 +148,54 @@ def run(
         partial = results(board, hello, cfg, None, samples, link_stats)
         partial["error"] = why
         raise RunFailed(why, partial, interrupted) from None
-    return results(board, hello, cfg, raw, samples, link_stats)
+    doc = results(board, hello, cfg, raw, samples, link_stats)
+    if audit:
+        doc["audit"] = check_audit(audited, cfg, audit, raw.get("audit") or {})
+    return doc
+
+
+def check_audit(pages: dict[int, dict[str, Any]], cfg: dict[str, Any], requested: int,
+                board: dict[str, Any]) -> dict[str, Any]:
+    """Decode each audited page (its chunks by offset) with the reference LZ4 and compare it
+    with the page as the board generated it; `board` is the board's {"sent", "eligible"}."""
+    P = cfg["page_size"]
+    kind = pagedata.KINDS.index(cfg["data"])
+    want = bytearray(P)
+    bad: list[dict[str, Any]] = []
+    for page, a in sorted(pages.items()):
+        reason = None
+        try:
+            data = b"".join(binascii.a2b_base64(a["chunks"][o]) for o in sorted(a["chunks"]))
+        except binascii.Error as e:
+            data, reason = b"", f"not base64: {e}"
+        if reason:
+            pass
+        elif len(data) != a["clen"]:
+            reason = f"{len(data)} of {a['clen']} compressed bytes arrived"
+        else:
+            try:
+                got = lz4.block.decompress(data, uncompressed_size=P)
+            except lz4.block.LZ4BlockError as e:
+                got, reason = b"", f"lz4 cannot decode it: {e}"
+            if reason is None:
+                pagedata.fill(want, 0, P, kind, cfg["seed"], page, a["ver"])
+                if got != want:
+                    first = next((i for i in range(min(len(got), P)) if got[i] != want[i]),
+                                 min(len(got), P))
+                    reason = f"decodes to other bytes ({len(got)} bytes, first difference at {first})"
+        if reason:
+            bad.append({"page": page, "version": a["ver"], "reason": reason})
+    sent = board.get("sent", len(pages))
+    if sent != len(pages):
+        bad.append({"page": None, "version": None,
+                    "reason": f"the board sent {sent} pages, {len(pages)} arrived"})
+    return {"requested": requested, "eligible": board.get("eligible"), "checked": len(pages),
+            "ok": len(pages) - sum(1 for b in bad if b["page"] is not None), "bad": bad}
+
+
+def audit_failed(doc: dict[str, Any]) -> bool:
+    a = doc.get("audit")
+    return bool(a and a["bad"])
 
 
 def results(
@@ -260,6 +322,7 @@ def compare(
     repeat: int = 1,
     on_progress: ProgressHandler | None = None,
     timeout: float = 10.0,
+    audit: int = 0,
 ) -> dict[str, Any]:
     """The same workload under each mode (cfgs: mode -> validated config), `repeat` times,
     alternating modes so that drift on the host spreads over both.
@@ -273,7 +336,7 @@ def compare(
         for mode, cfg in cfgs.items():
             label = f"{mode} {r + 1}/{repeat}" if repeat > 1 else mode
             try:
-                runs[mode].append(run(board, cfg, on_progress, label, timeout))
+                runs[mode].append(run(board, cfg, on_progress, label, timeout, audit))
             except RunFailed as e:
                 # Everything so far, the failed run's samples included, goes to the files.
                 runs[mode].append(e.partial)

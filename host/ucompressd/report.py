@@ -91,6 +91,9 @@ def run_tables(doc: dict[str, Any]) -> list[Table]:
     m = metrics(doc)
     for key, label, _ in COMPARE_ROWS:
         head.add_row(label, _num(m.get(key)))
+    a = doc.get("audit")
+    if a:
+        head.add_row("codec audit (pages ok)", f"{a['ok']} of {a['checked']}")
     counters = Table(title="counters")
     counters.add_column("counter")
     counters.add_column("value", justify="right")
