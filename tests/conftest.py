@@ -47,3 +47,68 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if item.name.startswith("test_mp_") and "tests/firmware/" in str(item.fspath).replace(os.sep, "/"):
             item.add_marker(skip)
+
+
+# -- hardware in the loop ------------------------------------------------------------------------
+# Tests marked `hil` take the `board` fixture: with --port, that board (the firmware deployed to
+# it first, once per session); without, a fresh simulated board deployed the same way (mpremote),
+# not staged by copying. `--board NAME` names its profile (boards/NAME.json; default "sim" for
+# the simulated board). Every test gets a clean board: each Link soft-resets it on connect.
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("ucompressd", "hardware in the loop")
+    group.addoption("--port", action="store", default=None, metavar="URL",
+                    help="run the hil tests on this board (device path or pyserial URL)")
+    group.addoption("--board", action="store", default=None, metavar="NAME",
+                    help="the profile of the --port board (boards/NAME.json)")
+
+
+@pytest.fixture(scope="session")
+def board_profile(request):
+    """The profile of the board under test: --board, or "sim" without --port; None if a real
+    board was given without --board."""
+    from ucompressd import boards
+
+    name = request.config.getoption("--board")
+    if name is None and request.config.getoption("--port") is None:
+        name = "sim"
+    return boards.load(name) if name else None
+
+
+@pytest.fixture(scope="session")
+def _deployed_board(request, tmp_path_factory):
+    from ucompressd import deploy
+
+    port = request.config.getoption("--port")
+    if port:
+        deploy.deploy(port)
+        yield port
+        return
+    try:
+        from ucompressd.sim import SimBoard, SimError
+    except ImportError as e:  # no ptys (not POSIX)
+        pytest.skip(f"no simulated board here: {e}")
+    try:
+        sim = SimBoard(flash_dir=tmp_path_factory.mktemp("hil-flash")).start()
+    except SimError as e:
+        pytest.skip(f"cannot start the simulated board: {e}")
+    try:
+        deploy.deploy(sim.port)
+        yield sim.port
+    finally:
+        sim.close()
+
+
+@pytest.fixture
+def board(_deployed_board):
+    """URL of a board with this host's firmware; the test's Link soft-resets it."""
+    return _deployed_board
+
+
+@pytest.fixture
+def real_board(request, board):
+    """`board`, for the tests that only mean something on hardware."""
+    if request.config.getoption("--port") is None:
+        pytest.skip("needs a real board: pytest --port /dev/ttyACM0 --board NAME")
+    return board

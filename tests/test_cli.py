@@ -140,3 +140,34 @@ def test_sim_command_serves_a_board_with_the_firmware(tmp_path):
     finally:
         sim.terminate()
         assert sim.wait(timeout=60) == 0
+
+
+@needs_sim
+def test_compare_on_two_boards_in_parallel_one_over_rfc2217(tmp_path, capsys):
+    from ucompressd.rfc2217 import Rfc2217Server
+    from ucompressd.sim import SimBoard
+
+    experiment.stage_firmware(tmp_path / "a")
+    experiment.stage_firmware(tmp_path / "b")
+    j, c = tmp_path / "cmp.json", tmp_path / "cmp.csv"
+    with SimBoard(flash_dir=tmp_path / "a") as a, SimBoard(flash_dir=tmp_path / "b") as b, \
+            Rfc2217Server(b.port) as remote:
+        assert remote.url.startswith("rfc2217://127.0.0.1:")
+        rc = main(["compare", *QUICK, "--port", a.port, "--port", remote.url, "--audit", "8",
+                   "--json", str(j), "--csv", str(c)])
+    assert rc == 0, capsys.readouterr().err
+    doc = json.loads(j.read_text())
+    assert list(doc["boards"]) == [a.port, remote.url]
+    for port, d in doc["boards"].items():
+        for m in experiment.MODES:
+            assert d[m]["board"]["port"] == port and d[m]["config"]["mode"] == m
+            assert d[m]["counters"]["corrupt"] == 0 and d[m]["audit"]["bad"] == []
+    with open(c) as f:
+        assert {r["port"] for r in csv.DictReader(f)} == {a.port, remote.url}
+    out = capsys.readouterr().out
+    assert "pgsteal_anon/s ratio" in out and "corrupt pages" in out
+
+
+def test_the_same_port_twice_is_refused(capsys):
+    assert main(["run", "--port", os.devnull, "--port", os.devnull]) == 2
+    assert "--port: the same board given twice" in capsys.readouterr().err

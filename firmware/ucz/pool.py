@@ -49,8 +49,8 @@ class Scratch:
         self.buf = bytearray(lz4.bound(page_size))
         self.table = lz4.new_table()
         self.word = zeros("I", 1)
-        self.us = 0     # time the last compress() took
-        self.busy = 0   # total compress() time through this scratch (scan_us excludes it)
+        self.us = 0     # time the last page's store took (compress() + place())
+        self.busy = 0   # total store time through this scratch (scan_us excludes it)
         self.frame = 0  # frame of the page the last ring pop returned
 
 
@@ -335,6 +335,7 @@ class Pool:
         """
         if n < 0:
             return 0
+        t0 = ticks_us()
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
             pass
@@ -352,6 +353,10 @@ class Pool:
                 copy(self.frames, self.z.offset(h), self.frames, f * n, n)  # stored raw
             else:
                 copy(self.frames, self.z.offset(h), sc.buf, 0, n)
+        # compress_us is the whole zram write (encode + zs_malloc + copy), not LZ4 alone.
+        t = ticks_diff(ticks_us(), t0)
+        sc.us += t
+        sc.busy += t
         return h
 
     def publish(self, p, f, n, h, sc, steal):

@@ -13,9 +13,10 @@
 #            {"id": n, "ok": false, "error": "message"}            (id null: the line was unreadable)
 #   event    {"id": n, "ev": kind, "data": ...}                    board -> host while n runs
 # Event kinds: "ready" (id 0, once when the server starts), "sample", "progress", "log",
-# "audit" (run with args "audit": N: compressed pages sent after the run, see runner.send_audit), and
-# "result": a result too big for one line is sent as "result" events, each carrying some of its
-# top-level keys, then the reply {"ok": true, "result": {"parts": [those keys]}}; the host merges.
+# "audit" (a run with args "audit": N sends compressed pages after it, see runner.send_audit),
+# and "result": a result too big for one line is sent as "result" events, each carrying some of
+# its top-level keys, then the reply {"ok": true, "result": {"parts": [those keys]}}; the host
+# merges.
 import json
 from binascii import crc32
 

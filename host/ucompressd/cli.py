@@ -65,6 +65,8 @@ DELEGATED = (
      "write a MicroPython image to a board"),
     ("plot", "ucompressd.plot", "add_arguments", "run",
      "draw a run/compare --json file (free frames, ring, reclaim rate, stalls)"),
+    ("export", "ucompressd.rfc2217", "add_arguments", "run",
+     "share a board's serial port over the network as rfc2217://host:port (prints the URL)"),
     ("boards", "ucompressd.boards", "add_arguments", "run", "list the board profiles"),
     ("ports", "ucompressd.boards", "add_ports_arguments", "run_ports",
      "attached serial ports and the profiles they may be"),
@@ -100,9 +102,10 @@ def _add_knobs(p: argparse.ArgumentParser, skip: tuple[str, ...] = ()) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--port", metavar="URL",
+    p.add_argument("--port", metavar="URL", action="append",
                    help="board: device path, rfc2217://host:port or socket://host:port "
-                        "(default: a fresh simulated board)")
+                        "(default: a fresh simulated board); give it again to run on several "
+                        "boards at once (the JSON is then {\"boards\": {port: results}})")
     p.add_argument("--micropython", metavar="PATH",
                    help="micropython executable of the simulated board")
     p.add_argument("--json", metavar="FILE", help="write the results here")
@@ -162,8 +165,11 @@ def _check_board_args(ns: argparse.Namespace) -> None:
     if ns.port:
         if ns.micropython:
             raise ArgumentError("--micropython is for the simulated board; drop it or --port")
-        if "://" not in ns.port and not Path(ns.port).exists():
-            raise ArgumentError(f"--port: {ns.port} does not exist")
+        for port in ns.port:
+            if "://" not in port and not Path(port).exists():
+                raise ArgumentError(f"--port: {port} does not exist")
+        if len(set(ns.port)) != len(ns.port):
+            raise ArgumentError("--port: the same board given twice")
     elif ns.micropython and not (Path(ns.micropython).is_file() or shutil.which(ns.micropython)):
         raise ArgumentError(f"--micropython: {ns.micropython} not found")
 
@@ -217,21 +223,35 @@ def _failed(e: RunFailed, ns: argparse.Namespace) -> int:
 # -- commands -----------------------------------------------------------------------------------
 
 
+def _one_port(ns: argparse.Namespace) -> str | None:
+    return ns.port[0] if ns.port else None
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
     cfg = _config(_knobs(ns))
     if ns.audit < 0:
         raise ArgumentError("--audit: must be 0 or more")
     _check_board_args(ns)
-    with _progress() as on_progress, experiment.open_board(ns.port, ns.micropython) as board:
+    with _progress() as on_progress:
         try:
-            doc = experiment.run(board, cfg, on_progress, cfg["mode"], ns.timeout, ns.audit)
+            if ns.port and len(ns.port) > 1:
+                doc = experiment.on_boards(ns.port, lambda b: experiment.run(
+                    b, cfg, on_progress, f"{b.url} {cfg['mode']}", ns.timeout, ns.audit))
+            else:
+                with experiment.open_board(_one_port(ns), ns.micropython) as board:
+                    doc = experiment.run(board, cfg, on_progress, cfg["mode"], ns.timeout,
+                                         ns.audit)
         except RunFailed as e:
             return _failed(e, ns)
     _save(doc, ns)
     console = Console()
-    for table in report.run_tables(doc):
-        console.print(table)
-    return _audit_failures([doc])
+    runs = list(doc["boards"].values()) if "boards" in doc else [doc]
+    for r in runs:
+        if "boards" in doc:
+            console.rule(r["board"]["port"])
+        for table in report.run_tables(r):
+            console.print(table)
+    return _audit_failures(runs)
 
 
 def cmd_compare(ns: argparse.Namespace) -> int:
@@ -245,17 +265,35 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     for mode in experiment.MODES:  # refuse bad knobs before a board is touched
         _config({**args, "mode": mode})
     _check_board_args(ns)
-    with _progress() as on_progress, experiment.open_board(ns.port, ns.micropython) as board:
-        if "compressor" not in args:
-            args["compressor"] = experiment.default_compressor(experiment.probe(board, ns.timeout))
-        cfgs = {mode: _config({**args, "mode": mode}) for mode in experiment.MODES}
+
+    def job(board: experiment.Board, label: str = "") -> dict[str, Any]:
+        a = dict(args)
+        if "compressor" not in a:  # each board its own: they may differ in cores and GIL
+            a["compressor"] = experiment.default_compressor(experiment.probe(board, ns.timeout))
+        cfgs = {mode: _config({**a, "mode": mode}) for mode in experiment.MODES}
+
+        def progress(what: str, done: int, total: int) -> None:
+            on_progress(label + what, done, total)
+
+        return experiment.compare(board, cfgs, ns.repeat, progress, ns.timeout, ns.audit)
+
+    with _progress() as on_progress:
         try:
-            doc = experiment.compare(board, cfgs, ns.repeat, on_progress, ns.timeout, ns.audit)
+            if ns.port and len(ns.port) > 1:
+                doc = experiment.on_boards(ns.port, lambda b: job(b, f"{b.url} "))
+            else:
+                with experiment.open_board(_one_port(ns), ns.micropython) as board:
+                    doc = job(board)
         except RunFailed as e:
             return _failed(e, ns)
     _save(doc, ns)
-    Console().print(report.compare_table(doc))
-    runs = [r for m in experiment.MODES for r in doc.get("repeats", {}).get(m, [doc[m]])]
+    if "boards" in doc:
+        Console().print(report.boards_compare_table(doc))
+        docs = list(doc["boards"].values())
+    else:
+        Console().print(report.compare_table(doc))
+        docs = [doc]
+    runs = [r for d in docs for m in experiment.MODES for r in d.get("repeats", {}).get(m, [d[m]])]
     return _audit_failures(runs)
 
 

@@ -8,6 +8,7 @@ import contextlib
 import shutil
 import statistics
 import tempfile
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -182,7 +183,8 @@ def check_audit(pages: dict[int, dict[str, Any]], cfg: dict[str, Any], requested
                 if got != want:
                     first = next((i for i in range(min(len(got), P)) if got[i] != want[i]),
                                  min(len(got), P))
-                    reason = f"decodes to other bytes ({len(got)} bytes, first difference at {first})"
+                    reason = (f"decodes to other bytes ({len(got)} bytes, "
+                              f"first difference at {first})")
         if reason:
             bad.append({"page": page, "version": a["ver"], "reason": reason})
     sent = board.get("sent", len(pages))
@@ -311,6 +313,45 @@ def metrics(run_doc: dict[str, Any]) -> dict[str, float | int | None]:
         # Broken invariants the runner found (check_every > 0): must stay 0, like corrupt.
         "problems": len(run_doc["problems"]) if "problems" in run_doc else None,
     }
+
+
+# -- several boards ------------------------------------------------------------------------------
+
+
+def on_boards(ports: list[str], job: Callable[[Board], dict[str, Any]]) -> dict[str, Any]:
+    """job(board) on every board at once, one thread (and so one Link) each.
+
+    Returns {"boards": {port: job's document}} in the order of `ports`. When some board
+    fails, the others still finish; then RunFailed carries that same document, the failed
+    boards' partial documents included. A port that cannot be opened raises its PortError.
+    """
+    docs: dict[str, dict[str, Any]] = {}
+    errors: dict[str, BaseException] = {}
+
+    def work(port: str) -> None:
+        try:
+            docs[port] = job(Board(url=port, kind="serial"))
+        except RunFailed as e:
+            docs[port] = e.partial
+            errors[port] = e
+        except BaseException as e:  # noqa: BLE001 - re-raised in the caller's thread below
+            errors[port] = e
+
+    threads = [threading.Thread(target=work, args=(p,), name=f"board {p}", daemon=True)
+               for p in ports]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for e in errors.values():
+        if not isinstance(e, RunFailed):
+            raise e
+    doc = {"boards": {p: docs[p] for p in ports if p in docs}}
+    if errors:
+        failed = list(errors.values())
+        raise RunFailed("; ".join(str(e) for e in failed), doc,
+                        any(isinstance(e, RunFailed) and e.interrupted for e in failed))
+    return doc
 
 
 # -- compare ------------------------------------------------------------------------------------

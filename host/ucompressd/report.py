@@ -81,6 +81,31 @@ def compare_table(doc: dict[str, Any]) -> Table:
     return t
 
 
+def boards_compare_table(doc: dict[str, Any]) -> Table:
+    """compare on several boards: a column per board, kswapd -> kcompressd (change) per metric,
+    and the pgsteal_anon/s ratio first."""
+    base, new = MODES
+    boards = doc["boards"]
+    t = Table(title="kswapd only -> kcompressd, per board")
+    t.add_column("Metric")
+    for port in boards:
+        t.add_column(port, justify="right")
+    cells = []
+    for d in boards.values():
+        s = d.get("summary", {}).get("pgsteal_anon_per_s", {})
+        a, b = (s.get(base) or {}).get("median"), (s.get(new) or {}).get("median")
+        cells.append(f"{b / a:.2f}x" if a and b is not None else "-")
+    t.add_row("pgsteal_anon/s ratio", *cells)
+    for key, label, better in COMPARE_ROWS:
+        row = []
+        for d in boards.values():
+            s = d.get("summary", {}).get(key, {})
+            a, b = (s.get(base) or {}).get("median"), (s.get(new) or {}).get("median")
+            row.append(f"{_num(a)} -> {_num(b)} ({_change(a, b, better)})")
+        t.add_row(label, *row)
+    return t
+
+
 def run_tables(doc: dict[str, Any]) -> list[Table]:
     """The summary and every counter of one run."""
     cfg = doc.get("config", {})
@@ -120,7 +145,10 @@ def write_csv(rows: Iterable[dict[str, Any]], path: Path | str) -> None:
 
 
 def samples_rows(doc: dict[str, Any]) -> list[dict[str, Any]]:
-    """CSV rows of a run document, or of a compare document (with mode and repeat columns)."""
+    """CSV rows of a run document, or of a compare document (with mode and repeat columns), or
+    of several boards' documents (with a port column first)."""
+    if "boards" in doc:
+        return [{"port": port, **r} for port, d in doc["boards"].items() for r in samples_rows(d)]
     if "samples" in doc:
         return list(doc["samples"])
     rows: list[dict[str, Any]] = []
