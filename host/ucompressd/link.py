@@ -340,11 +340,15 @@ class Link:
             elif self._busy:
                 # Ctrl-C stops a run in flight; wait (briefly) for the raw REPL to report the
                 # server's end so that Ctrl-B reaches the REPL, not the server's input.
-                t.write(b"\x03")
-                try:
-                    t.expect(EOT, time.monotonic() + 2.0, "stopping the server")
-                except BoardError:
-                    pass
+                # A Ctrl-C can be lost (line noise; the simulated board passes it on as data
+                # when it lands between two instants of interruptible code): send it again.
+                for wait in (1.0, 2.0):
+                    t.write(b"\x03")
+                    try:
+                        t.expect(EOT, time.monotonic() + wait, "stopping the server")
+                        break
+                    except BoardError:
+                        pass
             t.write(b"\r\x02")  # Ctrl-B: from the raw REPL back to the friendly REPL
         except BoardError:
             pass
