@@ -93,12 +93,16 @@ def panel_free(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
             ax.axhline(v, color="grey", linestyle=":", linewidth=0.8)
             ax.annotate(name, (1, v), xycoords=("axes fraction", "data"), fontsize=7,
                         color="grey", ha="right", va="bottom")
+    _finish_time_axes(ax, "free frames", drawn, "no samples (run shorter than sample_ms)")
+
+
+def _finish_time_axes(ax: Any, ylabel: str, drawn: bool, empty: str) -> None:
     ax.set_xlabel("time (ms)")
-    ax.set_ylabel("free frames")
+    ax.set_ylabel(ylabel)
     if drawn:
         ax.legend(fontsize=8)
     else:
-        _empty(ax, "no samples (run shorter than sample_ms)")
+        _empty(ax, empty)
 
 
 def panel_ring(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
@@ -113,12 +117,7 @@ def panel_ring(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
                     linestyle="--", linewidth=0.8)
             ax.axhline(r["config"].get("ring", 0), color="grey", linestyle=":", linewidth=0.8)
             drawn = True
-    ax.set_xlabel("time (ms)")
-    ax.set_ylabel("pages")
-    if drawn:
-        ax.legend(fontsize=8)
-    else:
-        _empty(ax, "no kcompressd samples")
+    _finish_time_axes(ax, "pages", drawn, "no kcompressd samples")
 
 
 def panel_rate(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
@@ -137,12 +136,7 @@ def panel_rate(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
                 rate.append((b - a) * 1e6 / (t1 - t0))
         ax.plot(t, rate, marker=".", label=label)
         drawn = True
-    ax.set_xlabel("time (ms)")
-    ax.set_ylabel("pages / s")
-    if drawn:
-        ax.legend(fontsize=8)
-    else:
-        _empty(ax, "no samples")
+    _finish_time_axes(ax, "pages / s", drawn, "no samples")
 
 
 def panel_stalls(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
