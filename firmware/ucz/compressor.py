@@ -2,7 +2,8 @@
 #   task:   an asyncio task on the scanner's core (the review's single-CPU case);
 #   thread: a _thread worker (core 1 on rp2; a truly parallel thread on the unix port).
 # Each page: dequeue (lock) -> compress (no lock; the page is WRITEBACK, its frame ours to
-# read) -> commit (lock), discarded if the app rescued the page meanwhile.
+# read) -> place (slot under the lock, filled outside) -> publish (lock), dropped if the app
+# rescued the page meanwhile.
 from .compat import const, asyncio, ticks_us, ticks_diff, sleep_us, start_new_thread, sleep_ms, Wakeup
 from . import counters as C
 from .pool import Scratch

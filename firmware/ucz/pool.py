@@ -1,5 +1,6 @@
-# Page frames, the page table, the free list, watermarks, the fault path, and the two halves
-# of storing a page (compress outside the lock, commit under it) that every reclaimer shares.
+# Page frames, the page table, the free list, watermarks, the fault path, and the steps of
+# storing a page that every reclaimer shares: compress (no lock), place (allocate a zpool slot
+# under the lock, fill it outside), publish (under the lock).
 #
 # A "frame" is a page_size slice of one preallocated bytearray (not a physical page); a
 # "page" is a logical page the workload addresses, npages of them, more than there are frames.
@@ -154,8 +155,6 @@ class Pool:
 
     def get_frame(self):
         """A free frame for a fault, reclaiming directly when free <= min; -1 when none at all."""
-        # Every critical section is a `with`: a Ctrl-C (KeyboardInterrupt) raised inside one
-        # must not leave the lock held, or the compressor thread would block for good.
         f = -1
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
@@ -303,13 +302,13 @@ class Pool:
         c[C.PSWPIN] += 1
         c[C.WORKINGSET_REFAULT] += 1
 
-    # -- storing a page: compress (no lock) then commit (under the lock) -------------------------
+    # -- storing a page: compress (no lock), place (slot under the lock), publish (lock) ----------
 
     def compress(self, p, f, sc):
         """Encode page p from frame f into sc; return -1 (same-filled), P (store raw) or LZ4 bytes.
 
         Runs without the lock: the frame is the caller's (RESIDENT in the main thread, or
-        WRITEBACK in the compressor, whose commit is discarded if the page was rescued).
+        WRITEBACK in the compressor, whose result is dropped if the page was rescued).
         """
         P = self.P
         off = f * P
