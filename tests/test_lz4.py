@@ -6,7 +6,6 @@ records written here; the blocks it produces come back here to be decoded by the
 """
 import os
 import random
-import shutil
 import struct
 import subprocess
 import sys
@@ -21,6 +20,7 @@ if FIRMWARE not in sys.path:
 lz4c = pytest.importorskip("lz4.block")  # the C reference (python-lz4)
 
 from ucz import lz4  # noqa: E402
+from conftest import NO_MICROPYTHON, micropython_argv  # noqa: E402
 
 KINDS = ("zero", "pattern", "text", "sensor", "random", "mixed")
 LENGTHS = (0, 1, 4, 5, 12, 13, 14, 64, 255, 256, 1000, 4096)
@@ -302,20 +302,15 @@ def test_viper_hash_survives_32bit_wraparound():
 # --- MicroPython: viper core, portable core and the C library --------------------------------------
 
 
-def _micropython():
-    exe = shutil.which("micropython") or os.path.join(os.path.dirname(sys.executable), "micropython")
-    return exe if os.path.isfile(exe) and os.access(exe, os.X_OK) else None
-
-
 # The > 64 KiB page goes first, while the 400K heap is still empty.
 MP_PAGES = [("mixed", 70000, 0)] + [(k, n, 0) for k in KINDS for n in LENGTHS] + [(k, 4096, 1) for k in KINDS]
 
 
 @pytest.fixture(scope="module")
 def mp_run(tmp_path_factory):
-    exe = _micropython()
+    exe = micropython_argv()
     if exe is None:
-        pytest.skip("no micropython binary on PATH or next to %s" % sys.executable)
+        pytest.skip(NO_MICROPYTHON)
     d = tmp_path_factory.mktemp("lz4mp")
     inp, out = d / "records.bin", d / "blocks.bin"
     pages = []
@@ -334,7 +329,7 @@ def mp_run(tmp_path_factory):
                 f.write(bytes([len(tag)]) + tag.encode() + struct.pack("<I", len(blk)) + blk)
     script = os.path.join(REPO, "tests", "mp", "lz4_check.py")
     proc = subprocess.run(
-        [exe, "-X", "heapsize=400K", script, FIRMWARE, str(inp), str(out)],
+        [*exe, "-X", "heapsize=400K", script, FIRMWARE, str(inp), str(out)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -8,7 +8,6 @@ import queue
 import random
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -16,16 +15,14 @@ from typing import Any
 
 import pytest
 
+from conftest import NO_MICROPYTHON, micropython_argv
 from ucz import wire
 from ucz.server import firmware_digest
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
-MICROPYTHON = Path(sys.executable).with_name("micropython")
-HAVE_RUNNER = (FIRMWARE / "ucz" / "runner.py").exists()
-needs_runner = pytest.mark.skipif(not HAVE_RUNNER, reason="firmware/ucz/runner.py not there yet")
 
 pytestmark = [
-    pytest.mark.skipif(not MICROPYTHON.exists(), reason="no micropython executable in the venv"),
+    pytest.mark.skipif(micropython_argv() is None, reason=NO_MICROPYTHON),
     pytest.mark.timeout(120),
 ]
 
@@ -42,7 +39,7 @@ class PipeBoard:
     def __init__(self, firmware: Path = FIRMWARE) -> None:
         env = {**os.environ, "MICROPYPATH": f".frozen:{firmware}"}  # .frozen: asyncio
         self.p = subprocess.Popen(
-            [str(MICROPYTHON), "-i", "-c", "import ucz.server;ucz.server.serve()"],
+            [*micropython_argv(), "-i", "-c", "import ucz.server;ucz.server.serve()"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
         )
         self.lines: queue.Queue[bytes] = queue.Queue()
@@ -205,7 +202,6 @@ def test_without_a_runner_hello_still_answers(tmp_path):
 # -- with the real runner --------------------------------------------------------------------------
 
 
-@needs_runner
 def test_defaults_lists_every_knob(board):
     from ucz import runner
 
@@ -214,7 +210,6 @@ def test_defaults_lists_every_knob(board):
     assert r["choices"] == {k: list(v) for k, v in runner.CHOICES.items()}
 
 
-@needs_runner
 @pytest.mark.parametrize(("args", "key"), [
     ({"pages": -1}, "pages"),
     ({"workload": "nope"}, "workload"),
@@ -228,7 +223,6 @@ def test_out_of_range_parameters_are_refused(board, args, key):
     assert board.request(2, "hello")["ok"] is True
 
 
-@needs_runner
 def test_run_streams_events_then_the_result(board):
     board.send(wire.encode({"id": 4, "cmd": "run", "args": SMALL_RUN}))
     kinds: dict[str, int] = {}
@@ -247,7 +241,6 @@ def test_run_streams_events_then_the_result(board):
     assert board.request(5, "hello")["ok"] is True
 
 
-@needs_runner
 def test_ctrl_c_during_a_run_returns_to_the_repl(board):
     long_run = {**SMALL_RUN, "ops": 10**9}
     board.send(wire.encode({"id": 4, "cmd": "run", "args": long_run}))

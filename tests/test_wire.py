@@ -3,16 +3,15 @@
 import json
 import os
 import subprocess
-import sys
 from binascii import crc32
 from pathlib import Path
 
 import pytest
 
+from conftest import NO_MICROPYTHON, micropython_argv
 from ucz import wire
 
 FIRMWARE = Path(__file__).resolve().parents[1] / "firmware"
-MICROPYTHON = Path(sys.executable).with_name("micropython")
 
 
 def frame(body: bytes) -> bytes:
@@ -121,7 +120,7 @@ print("wire ok")
 """
 
 
-@pytest.mark.skipif(not MICROPYTHON.exists(), reason="no micropython executable in the venv")
+@pytest.mark.skipif(micropython_argv() is None, reason=NO_MICROPYTHON)
 def test_wire_under_micropython():
     msgs = MESSAGES
     script = MP_SCRIPT % {
@@ -130,7 +129,8 @@ def test_wire_under_micropython():
         "bad": BAD_LINES,
     }
     env = {**os.environ, "MICROPYPATH": f".frozen:{FIRMWARE}"}  # .frozen: asyncio
-    p = subprocess.run([str(MICROPYTHON), "-c", script], capture_output=True, env=env, timeout=60)
+    p = subprocess.run([*micropython_argv(), "-c", script], capture_output=True, env=env,
+                       timeout=60)
     out = p.stdout.decode().splitlines()
     assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
     assert out[-1] == "wire ok"
