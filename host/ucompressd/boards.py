@@ -22,10 +22,11 @@ import difflib
 import json
 import os
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
+
+from ucompressd import errors
 
 ENV_BOARDS = "UCOMPRESSD_BOARDS"  # extra profile folder, searched first (a user's own boards)
 
@@ -521,8 +522,7 @@ def run(args: argparse.Namespace) -> int:
             return 0
         profiles = all_profiles()
     except ProfileError as e:
-        print(f"ucompressd: error: {e}", file=sys.stderr)
-        return 2
+        return errors.usage(e)
     t = Table(title="Board profiles")
     t.add_column("board", no_wrap=True)
     for col in ("chip", "firmware", "mpy arch", "SRAM", "PSRAM", "heap", "compressor"):
@@ -580,8 +580,7 @@ def run_ports(args: argparse.Namespace) -> int:
     try:
         matches = attached_ports()
     except ProfileError as e:
-        print(f"ucompressd: error: {e}", file=sys.stderr)
-        return 2
+        return errors.usage(e)
     shown = [m for m in matches if m.profiles or getattr(args, "all", False)]
     console = Console()
     if not shown:

@@ -18,7 +18,7 @@ from typing import Any, Iterator, NoReturn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ucompressd import __version__, experiment, report
+from ucompressd import __version__, errors, experiment, report
 from ucompressd.experiment import ProgressHandler, RunFailed
 from ucompressd.link import BoardError, PortError
 from ucz import runner
@@ -316,11 +316,9 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as e:  # --help / --version
         return int(e.code or 0)
     except (ArgumentError, PortError) as e:
-        print(f"ucompressd: error: {e}", file=sys.stderr)
-        return 2
+        return errors.usage(e)
     except BoardError as e:
-        print(f"ucompressd: {e}", file=sys.stderr)
-        return 1
+        return errors.failed(e)
     except KeyboardInterrupt:
         print("ucompressd: interrupted", file=sys.stderr)
         return 130

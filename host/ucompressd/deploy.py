@@ -40,6 +40,7 @@ from typing import Any, Callable, Iterator
 
 import serial
 
+from ucompressd import errors
 from ucompressd.boards import MPY_ARCHS, ProfileError, load
 from ucompressd.flash import DEFAULT_BOOT_TIMEOUT, wait_for_board
 
@@ -482,11 +483,9 @@ def run(args: argparse.Namespace) -> int:
                         boot_timeout=args.timeout,
                         log=lambda line: print(line, file=sys.stderr, flush=True))
     except (ProfileError, DeployInputError) as e:
-        print(f"ucompressd: error: {e}", file=sys.stderr)
-        return 2
+        return errors.usage(e)
     except DeployError as e:
-        print(f"ucompressd: {e}", file=sys.stderr)
-        return 1
+        return errors.failed(e)
     kind = f".mpy for {report.arch}" if report.mpy else ".py"
     print(f"deployed ucz {report.version} ({kind}) to {report.port}: "
           f"{len(report.copied)} copied, {len(report.removed)} removed, "

@@ -36,6 +36,7 @@ from typing import Callable
 
 import serial
 
+from ucompressd import errors
 from ucompressd.boards import Profile, ProfileError, load
 
 Log = Callable[[str], None]
@@ -518,11 +519,9 @@ def run(args: argparse.Namespace) -> int:
         else:
             raise ImageError(f"board {profile.name} has nothing to flash ({profile.title})")
     except (ProfileError, ImageError) as e:
-        print(f"ucompressd: error: {e}", file=sys.stderr)
-        return 2
+        return errors.usage(e)
     except FlashError as e:
-        print(f"ucompressd: {e}", file=sys.stderr)
-        return 1
+        return errors.failed(e)
     if answered is False:
         print(f"ucompressd: flashed, but MicroPython did not answer on {args.port} within "
               f"{args.timeout:.0f}s", file=sys.stderr)

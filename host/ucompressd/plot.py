@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
+from ucompressd import errors
+
 # Runs in the order they are drawn; other keys of a compare document with runs come after.
 MODE_ORDER = ("kswapd", "kcompressd", "kcompressd_task")
 SWEEP_LINES: tuple[tuple[str, str], ...] = (
@@ -236,11 +238,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the figure to write (default: RESULTS with .png)")
 
 
-def _fail(message: str) -> int:
-    print(f"ucompressd: error: {message}", file=sys.stderr)
-    return 2
-
-
 def run(args: argparse.Namespace) -> int:
     """The `plot` subcommand: 0 when the figure is written, 2 with one line on stderr if not."""
     path: Path = args.results
@@ -248,23 +245,23 @@ def run(args: argparse.Namespace) -> int:
     try:
         doc = json.loads(path.read_text())
     except OSError as e:
-        return _fail(f"cannot read {path}: {e.strerror or e}")
+        return errors.usage(f"cannot read {path}: {e.strerror or e}")
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return _fail(f"{path} is not JSON: {e}")
+        return errors.usage(f"{path} is not JSON: {e}")
     try:
         check(doc)
     except NotResults as e:
-        return _fail(f"{path}: {e}")
+        return errors.usage(f"{path}: {e}")
     try:
         import matplotlib  # noqa: F401
     except ImportError:
-        return _fail("plotting needs matplotlib: pip install 'ucompressd[plot]'")
+        return errors.usage("plotting needs matplotlib: pip install 'ucompressd[plot]'")
     try:
         titles = plot(doc, out)
     except OSError as e:
-        return _fail(f"cannot write {out}: {e.strerror or e}")
+        return errors.usage(f"cannot write {out}: {e.strerror or e}")
     except (KeyError, TypeError, ValueError) as e:  # a results file missing parts we draw from
-        return _fail(f"{path}: malformed results ({type(e).__name__}: {e})")
+        return errors.usage(f"{path}: malformed results ({type(e).__name__}: {e})")
     print(f"{out}: {len(titles)} panels ({', '.join(titles)})")
     return 0
 
