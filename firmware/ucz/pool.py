@@ -213,7 +213,9 @@ class Pool:
                 if f < 0:
                     self.c[C.OOM] += 1
                     return -1
-                check = True  # every page brought back is verified, even when about to be written
+                # Every page brought back is verified, even when about to be written; a
+                # first touch was just generated and summed by _fault: nothing to verify.
+                check = st != UNMAPPED
         P = self.P
         off = f * P
         if check and csum(self.frames, off, P) != self.sum[p]:
