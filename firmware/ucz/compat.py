@@ -38,7 +38,12 @@ else:
     def async_sleep_ms(ms):
         return asyncio.sleep(ms / 1000)
 
-import _thread
+try:
+    import _thread
+except ImportError:  # MicroPython's qemu port (and any single-core build without threads)
+    _thread = None
+THREADS = _thread is not None  # a second thread of execution exists at all
+NO_THREADS = "this port has no _thread (one core): use the task placement"
 
 if MICROPYTHON:
     from asyncio import core as _core
@@ -94,8 +99,34 @@ else:
             self.ev.set()
 
 
-allocate_lock = _thread.allocate_lock
-start_new_thread = _thread.start_new_thread
+if _thread is not None:
+    allocate_lock = _thread.allocate_lock
+    start_new_thread = _thread.start_new_thread
+else:
+
+    class _NoLock:
+        """The lock of a port without threads (one core): nothing can contend for it."""
+
+        def acquire(self, *args):
+            return True
+
+        def release(self):
+            pass
+
+        def locked(self):
+            return False
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    def allocate_lock():
+        return _NoLock()
+
+    def start_new_thread(fn, args):
+        raise OSError(NO_THREADS)
 
 
 def has_viper():

@@ -3,7 +3,7 @@
 # definition of the rules), so this module must stay importable on CPython.
 import gc
 import sys
-from .compat import asyncio, ticks_us, ticks_diff, async_sleep_ms, MICROPYTHON
+from .compat import asyncio, ticks_us, ticks_diff, async_sleep_ms, MICROPYTHON, THREADS, NO_THREADS
 from . import counters as C
 from .pagedata import KINDS, lcg
 from .pool import Pool, arena_bytes, ZSTORED, STATE
@@ -83,6 +83,10 @@ def config(args):
             if not lo <= v <= hi:
                 raise ValueError("%s: %d is out of range %d..%d" % (k, v, lo, hi))
         cfg[k] = v
+    if not THREADS and cfg["compressor"] == "thread":
+        if "compressor" in args and cfg["mode"] == "kcompressd":
+            raise ValueError("compressor: thread: " + NO_THREADS)
+        cfg["compressor"] = "task"  # the default placement is a second core only where one exists
     ps = cfg["page_size"]
     if ps & (ps - 1):
         raise ValueError("page_size: %d is not a power of two" % ps)

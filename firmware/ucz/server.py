@@ -51,13 +51,9 @@ def _mem():
 
 
 def _hello():
-    impl = sys.implementation
-    try:
-        import _thread  # noqa: F401
+    from ucz.compat import THREADS as threads
 
-        threads = True
-    except ImportError:
-        threads = False
+    impl = sys.implementation
     # MicroPython says "GIL" or "unsafe" (truly parallel, e.g. rp2 core 1, unix); CPython has a GIL.
     gil = getattr(impl, "_thread", "GIL") == "GIL" if threads else None
     free, alloc = _mem()
@@ -69,6 +65,9 @@ def _hello():
         "machine": getattr(impl, "_machine", sys.platform),
         "platform": sys.platform,
         "threads": threads,
+        # Without _thread only one core runs Python (the QEMU boards); otherwise the firmware
+        # cannot tell (rp2 has 2, an ESP32 1 or 2): the board profile says.
+        "cores": None if threads else 1,
         "gil": gil,
         "mem_free": free,
         "mem_alloc": alloc,

@@ -30,9 +30,10 @@ from ucompressd import errors
 
 ENV_BOARDS = "UCOMPRESSD_BOARDS"  # extra profile folder, searched first (a user's own boards)
 
-PORTS = ("rp2", "esp32", "unix")  # MicroPython ports we have profiles for
-FLASH_METHOD = {"rp2": "uf2", "esp32": "esptool", "unix": "none"}
-PORT_CHIPS = {"rp2": ("RP2040", "RP2350"), "esp32": ("ESP32", "ESP32-S2", "ESP32-S3"), "unix": ()}
+PORTS = ("rp2", "esp32", "unix", "qemu")  # MicroPython ports we have profiles for
+FLASH_METHOD = {"rp2": "uf2", "esp32": "esptool", "unix": "none", "qemu": "none"}
+PORT_CHIPS = {"rp2": ("RP2040", "RP2350"), "esp32": ("ESP32", "ESP32-S2", "ESP32-S3"), "unix": (),
+              "qemu": ("Cortex-M0+", "Cortex-M33")}
 FIRMWARE_FORMAT = {"uf2": "uf2", "esptool": "bin", "none": "none"}
 # mpy-cross -march names, in the order of sys.implementation._mpy's arch field (bits 10+).
 MPY_ARCHS = (
@@ -43,6 +44,8 @@ MPY_ARCHS = (
 CHIP_ARCH = {
     "RP2040": "armv6m", "RP2350": "armv7emsp", "ESP32": "xtensawin", "ESP32-S3": "xtensawin",
     "ESP32-S2": "xtensawin",
+    # The QEMU boards (ports/qemu, soft float): the cores of the RP2040 and the RP2350.
+    "Cortex-M0+": "armv6m", "Cortex-M33": "armv7m",
 }
 # esptool --chip names of the chips above.
 ESPTOOL_CHIP = {"ESP32": "esp32", "ESP32-S2": "esp32s2", "ESP32-S3": "esp32s3"}
@@ -131,6 +134,15 @@ class Threads:
 
 
 @dataclass(frozen=True)
+class Emulator:
+    """A QEMU board: the MicroPython board definition (boards/qemu/<board_dir>) and its machine."""
+
+    board_dir: str
+    machine: str
+    icount_shift: int  # -icount shift=N: one instruction is 2**N ns of emulated time
+
+
+@dataclass(frozen=True)
 class Profile:
     name: str
     title: str
@@ -145,6 +157,7 @@ class Profile:
     defaults: dict[str, Any] = field(hash=False)
     notes: str = ""
     path: Path | None = field(default=None, compare=False)
+    qemu: Emulator | None = None  # port "qemu" only: how ucompressd.qemu builds and runs it
 
     def config(self) -> dict[str, Any]:
         """The run configuration these defaults give (ucz.runner.config filled in)."""
@@ -305,7 +318,7 @@ class _Validator:
             doc, "",
             ("name", "title", "chip", "port", "firmware", "mpy_arch", "flash", "usb", "memory",
              "threads", "defaults"),
-            ("notes",),
+            ("notes", "qemu"),
         )
         name = self.str_(top, "name", "", pattern=_NAME)
         if name != self.path.stem:
@@ -327,8 +340,23 @@ class _Validator:
         threads = self.threads(top["threads"])
         defaults = self.defaults(top["defaults"], memory, threads)
         notes = self.str_(top, "notes", "") if "notes" in top else ""
+        emulator = self.emulator(top, port)
         return Profile(name, title, chip, port, firmware, arch, flash, usb, memory, threads,
-                       defaults, notes, self.path)
+                       defaults, notes, self.path, emulator)
+
+    # The QEMU boards' own section (ucompressd.qemu): required exactly where port is "qemu".
+    def emulator(self, top: dict[str, Any], port: str) -> Emulator | None:
+        if port != "qemu":
+            if "qemu" in top:
+                raise self.fail("qemu", f"only a qemu board has this section, not a {port} one")
+            return None
+        if "qemu" not in top:
+            raise self.fail("qemu", "missing (a qemu board needs board_dir, machine, icount_shift)")
+        d = self.obj(top["qemu"], "qemu", ("board_dir", "machine", "icount_shift"))
+        board_dir = self.str_(d, "board_dir", "qemu", pattern=re.compile(r"^[A-Z0-9_]+$"))
+        machine = self.str_(d, "machine", "qemu", choices=("mps2-an385", "mps2-an505"))
+        shift = self.int_(d["icount_shift"], "qemu.icount_shift", 0, 10)
+        return Emulator(board_dir, machine, shift)
 
     def firmware(self, doc: Any, method: str) -> Firmware:
         d = self.obj(doc, "firmware", ("name", "format", "url"), ("variant",))
@@ -384,7 +412,7 @@ class _Validator:
     def usb(self, doc: Any, port: str) -> tuple[UsbId, ...]:
         if not isinstance(doc, list):
             raise self.fail("usb", f"must be a list, not {_kind(doc)}")
-        if port != "unix" and not doc:
+        if port not in ("unix", "qemu") and not doc:
             raise self.fail("usb", "a USB board needs at least one VID:PID to be detected")
         out = []
         for i, item in enumerate(doc):

@@ -68,6 +68,8 @@ DELEGATED = (
     ("export", "ucompressd.rfc2217", "add_arguments", "run",
      "share a board's serial port over the network as rfc2217://host:port (prints the URL)"),
     ("boards", "ucompressd.boards", "add_arguments", "run", "list the board profiles"),
+    ("qemu", "ucompressd.qemu", "add_arguments", "run",
+     "build the emulated Cortex-M boards' images (qemu-m0, qemu-m33) from Debian's source"),
     ("ports", "ucompressd.boards", "add_ports_arguments", "run_ports",
      "attached serial ports and the profiles they may be"),
 )
