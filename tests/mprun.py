@@ -4,8 +4,10 @@
 import sys
 import gc
 
-path = sys.argv[1]
-filt = sys.argv[2] if len(sys.argv) > 2 else ""
+# Ports without sys.argv (MicroPython's qemu port) exec this file with ARGV set beforehand.
+args = globals().get("ARGV") or sys.argv[1:]
+path = args[0]
+filt = args[1] if len(args) > 1 else ""
 g = {"__name__": "fwtest"}
 exec(open(path).read(), g)
 names = sorted(k for k in g if k.startswith("test_") and filt in k)

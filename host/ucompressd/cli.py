@@ -110,6 +110,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                         "boards at once (the JSON is then {\"boards\": {port: results}})")
     p.add_argument("--micropython", metavar="PATH",
                    help="micropython executable of the simulated board")
+    p.add_argument("--board", metavar="NAME",
+                   help="a board profile (boards/NAME.json); a QEMU board (qemu-m0, qemu-m33) "
+                        "is started here, its image built on first use")
     p.add_argument("--json", metavar="FILE", help="write the results here")
     p.add_argument("--csv", metavar="FILE", help="write the samples here, one row each")
     p.add_argument("--timeout", type=float, default=10.0, metavar="S",
@@ -229,8 +232,32 @@ def _one_port(ns: argparse.Namespace) -> str | None:
     return ns.port[0] if ns.port else None
 
 
+def _profile(ns: argparse.Namespace) -> Any:
+    """The --board profile (None without one); a thread compressor on a board with no threads
+    is refused here, before anything starts."""
+    if not getattr(ns, "board", None):
+        return None
+    from ucompressd import boards
+
+    try:
+        p = boards.load(ns.board)
+    except boards.ProfileError as e:
+        raise ArgumentError(f"--board: {e}") from None
+    if p.threads.max_threads == 0 and getattr(ns, "compressor", None) == "thread" \
+            and getattr(ns, "mode", "kcompressd") != "kswapd":
+        raise ArgumentError(f"--compressor thread: {p.name} has one core and no _thread "
+                            "(use --compressor task)")
+    return p
+
+
+def _with_defaults(ns: argparse.Namespace, profile: Any) -> dict[str, Any]:
+    """The knobs given, over the --board profile's defaults."""
+    return {**(dict(profile.defaults) if profile else {}), **_knobs(ns)}
+
+
 def cmd_run(ns: argparse.Namespace) -> int:
-    cfg = _config(_knobs(ns))
+    profile = _profile(ns)
+    cfg = _config(_with_defaults(ns, profile))
     if ns.audit < 0:
         raise ArgumentError("--audit: must be 0 or more")
     _check_board_args(ns)
@@ -240,7 +267,8 @@ def cmd_run(ns: argparse.Namespace) -> int:
                 doc = experiment.on_boards(ns.port, lambda b: experiment.run(
                     b, cfg, on_progress, f"{b.url} {cfg['mode']}", ns.timeout, ns.audit))
             else:
-                with experiment.open_board(_one_port(ns), ns.micropython) as board:
+                with experiment.open_board(_one_port(ns), ns.micropython,
+                                           profile=profile) as board:
                     doc = experiment.run(board, cfg, on_progress, cfg["mode"], ns.timeout,
                                          ns.audit)
         except RunFailed as e:
@@ -263,7 +291,8 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         raise ArgumentError("--audit: must be 0 or more")
     # With no knobs this is the runner's defaults: a high-pressure run (a quarter of the pages
     # resident) whose kswapd/kcompressd pair takes seconds on the simulated board.
-    args = _knobs(ns)
+    profile = _profile(ns)
+    args = _with_defaults(ns, profile)
     for mode in experiment.MODES:  # refuse bad knobs before a board is touched
         _config({**args, "mode": mode})
     _check_board_args(ns)
@@ -284,7 +313,8 @@ def cmd_compare(ns: argparse.Namespace) -> int:
             if ns.port and len(ns.port) > 1:
                 doc = experiment.on_boards(ns.port, lambda b: job(b, f"{b.url} "))
             else:
-                with experiment.open_board(_one_port(ns), ns.micropython) as board:
+                with experiment.open_board(_one_port(ns), ns.micropython,
+                                           profile=profile) as board:
                     doc = job(board)
         except RunFailed as e:
             return _failed(e, ns)

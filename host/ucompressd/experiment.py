@@ -7,6 +7,7 @@ import binascii
 import contextlib
 import shutil
 import statistics
+import sys
 import tempfile
 import threading
 from dataclasses import dataclass
@@ -43,9 +44,11 @@ class RunFailed(Exception):
 @dataclass
 class Board:
     url: str
-    kind: str  # "sim" or "serial"
+    kind: str  # "sim", "qemu" or "serial"
     interpreter: str | None = None  # the MicroPython behind a simulated board, as sim found it
     staged_sha256: str | None = None  # digest of the firmware we staged (sim only)
+    profile: str | None = None  # the board profile's name, where one is known
+    image: dict[str, Any] | None = None  # a QEMU board's image (qemu.Image.info)
 
 
 def stage_firmware(flash_dir: Path | str) -> str:
@@ -63,10 +66,27 @@ def stage_firmware(flash_dir: Path | str) -> str:
 
 @contextlib.contextmanager
 def open_board(port: str | None, micropython: str | None = None,
-               heapsize: str | None = None) -> Iterator[Board]:
-    """The board at `port`, or a fresh simulated board with this host's firmware staged."""
+               heapsize: str | None = None, profile: Any = None) -> Iterator[Board]:
+    """The board at `port`, or a fresh simulated board with this host's firmware staged, or
+    (`profile` of a QEMU board, no port) a fresh QEMU board, its image built on first use."""
+    name = getattr(profile, "name", None)
     if port:
-        yield Board(url=port, kind="serial")
+        yield Board(url=port, kind="serial", profile=name)
+        return
+    if getattr(profile, "qemu", None) is not None:
+        from ucompressd import qemu
+
+        try:
+            board = qemu.QemuBoard(profile, log=sys.stderr).start()
+        except qemu.ToolsMissing as e:
+            raise PortError(str(e)) from None
+        except qemu.QemuError as e:
+            raise BoardError(f"cannot start {name}: {e}") from None
+        try:
+            assert board.image is not None
+            yield Board(board.port, "qemu", str(board), profile=name, image=board.image.info)
+        finally:
+            board.close()
         return
     from ucompressd.sim import EXPERIMENT_HEAPSIZE, SimBoard, SimError
 
@@ -218,6 +238,7 @@ def results(
         "board": {
             "port": board.url,
             "kind": board.kind,
+            "profile": board.profile,
             "platform": hello.get("platform"),
             "machine": hello.get("machine"),
             "threads": hello.get("threads"),
@@ -231,6 +252,7 @@ def results(
             # False: the board runs other files than this host would deploy.
             "matches_host": None if sha is None else sha == firmware_digest(str(FIRMWARE_DIR)),
             "impl": raw.get("impl"),
+            **({"image": board.image} if board.image else {}),
         },
         "interpreter": {
             "impl": hello.get("impl"),

@@ -223,6 +223,7 @@ class Image:
 
     path: Path  # firmware.elf
     board: str  # the profile's name
+    heap: int  # MICROPY_HEAP_SIZE
     source_version: str
     key: str  # the cache key: hash of everything that went in
     sha256: str  # of firmware.elf
@@ -230,7 +231,7 @@ class Image:
 
     @property
     def info(self) -> dict[str, object]:
-        return {"path": str(self.path), "board": self.board, "source": f"{SOURCE_PACKAGE} "
+        return {"path": str(self.path), "board": self.board, "heap": self.heap, "source": f"{SOURCE_PACKAGE} "
                 f"{self.source_version}", "key": self.key, "sha256": self.sha256,
                 "compiled_on_board": list(self.compiled_on_board)}
 
@@ -239,10 +240,10 @@ def _firmware_files() -> list[Path]:
     return sorted(FIRMWARE_DIR.glob("*.py"))
 
 
-def _image_key(profile: boards.Profile, version: str, qdir: Path, gcc: str) -> str:
+def _image_key(profile: boards.Profile, version: str, qdir: Path, gcc: str, heap: int) -> str:
     assert profile.qemu is not None
     h = hashlib.sha256()
-    h.update(f"{version}\0{profile.memory.heap}\0{profile.qemu.board_dir}\0{gcc}\0".encode())
+    h.update(f"{version}\0{heap}\0{profile.qemu.board_dir}\0{gcc}\0".encode())
     files = [*sorted(p for p in qdir.glob("*") if p.is_file()),
              *sorted((qdir / profile.qemu.board_dir).glob("*")), *_firmware_files()]
     if MANIFEST.exists():
@@ -291,6 +292,26 @@ def _manifest(build: Path, on_board: list[str]) -> Path:
     return path
 
 
+# MicroPython 1.25's mpy-tool aligns frozen ARMv6-M native code to 2 bytes, but the ARMv6-M
+# Thumb emitter loads 32-bit constants PC-relative from a literal pool it places as if the code
+# began on a word: frozen viper code at an address = 2 mod 4 then reads the wrong constants
+# (seen here: pagedata's checksum lost its masks and ucz counted pages corrupt). Code loaded
+# from .mpy at run time sits in the (word-aligned) heap and is right; only freezing needs this.
+_MPY_TOOL_FIX = ("            MP_NATIVE_ARCH_ARMV6,\n",
+                 "            MP_NATIVE_ARCH_ARMV6,\n            MP_NATIVE_ARCH_ARMV6M,\n")
+
+
+def _patch_source(tree: Path) -> None:
+    tool = tree / "tools" / "mpy-tool.py"
+    text = tool.read_text()
+    old, new = _MPY_TOOL_FIX
+    if new in text:
+        return
+    if old not in text:
+        raise QemuError(f"{tool}: cannot apply the ARMv6-M alignment fix (the source changed)")
+    tool.write_text(text.replace(old, new, 1))
+
+
 def _run(cmd: list[str], log: Path, what: str, cwd: Path | None = None) -> None:
     with open(log, "ab") as f:
         f.write(f"$ {' '.join(cmd)}\n".encode())
@@ -301,8 +322,10 @@ def _run(cmd: list[str], log: Path, what: str, cwd: Path | None = None) -> None:
         raise QemuError(f"{what} failed (exit {proc.returncode}; log {log}):\n{tail}")
 
 
-def build(profile: boards.Profile, log: TextIO | None = None, force: bool = False) -> Image:
-    """The cached image of this QEMU board, built first if it is not there (or `force`)."""
+def build(profile: boards.Profile, log: TextIO | None = None, force: bool = False,
+          heap: int | None = None) -> Image:
+    """The cached image of this QEMU board, built first if it is not there (or `force`).
+    heap: MICROPY_HEAP_SIZE other than the profile's (the firmware suite's 400K on qemu-m0)."""
     if profile.qemu is None:
         raise ToolsMissing(f"{profile.name} is not a QEMU board (its profile has no qemu section)")
     check_tools(build=True)
@@ -316,16 +339,19 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         version, tree = fetch_source(cache, log)
         gcc = subprocess.run(["arm-none-eabi-gcc", "-dumpversion"], capture_output=True,
                              text=True).stdout.strip()
-        key = _image_key(profile, version, qdir, gcc)
-        out = cache / "images" / f"{profile.name}-{key}"
+        heap = heap or profile.memory.heap
+        key = _image_key(profile, version, qdir, gcc, heap)
+        label = profile.name if heap == profile.memory.heap else f"{profile.name}-heap{heap}"
+        out = cache / "images" / f"{label}-{key}"
         info_file = out / "image.json"
         if info_file.exists() and not force:
             info = json.loads(info_file.read_text())
-            return Image(out / "firmware.elf", profile.name, version, key, info["sha256"],
+            return Image(out / "firmware.elf", profile.name, heap, version, key, info["sha256"],
                          tuple(info["compiled_on_board"]))
         t0 = time.monotonic()
-        _say(log, f"building {profile.name} ({profile.qemu.board_dir}, heap "
-                  f"{profile.memory.heap}) from {SOURCE_PACKAGE} {version}")
+        _say(log, f"building {profile.name} ({profile.qemu.board_dir}, heap {heap}) from "
+                  f"{SOURCE_PACKAGE} {version}")
+        _patch_source(tree)
         work = cache / "build" / f"{profile.name}-{key}"
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
@@ -338,14 +364,14 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         manifest = _manifest(work, on_board)
         _run(["make", "-j", jobs, "-C", str(tree / "ports" / "qemu"),
               f"BOARD={profile.qemu.board_dir}", f"BOARD_DIR={board_dir}",
-              f"BUILD={work / 'obj'}", f"MICROPY_HEAP_SIZE={profile.memory.heap}",
+              f"BUILD={work / 'obj'}", f"MICROPY_HEAP_SIZE={heap}",
               f"FROZEN_MANIFEST={manifest}"], blog, f"building the {profile.name} image")
         elf = work / "obj" / "firmware.elf"
         tmp = Path(tempfile.mkdtemp(prefix=".img-", dir=cache))
         shutil.copyfile(elf, tmp / "firmware.elf")
         shutil.copyfile(blog, tmp / "build.log")
         sha = hashlib.sha256(elf.read_bytes()).hexdigest()
-        img = Image(out / "firmware.elf", profile.name, version, key, sha, tuple(on_board))
+        img = Image(out / "firmware.elf", profile.name, heap, version, key, sha, tuple(on_board))
         (tmp / "image.json").write_text(json.dumps({**img.info, "build_s": round(
             time.monotonic() - t0, 1)}, indent=1) + "\n")
         shutil.rmtree(out, ignore_errors=True)
@@ -388,11 +414,13 @@ class QemuBoard:
     """
 
     def __init__(self, profile: boards.Profile | str, *, image: Image | None = None,
-                 boot_timeout: float = BOOT_S, log: TextIO | None = None) -> None:
+                 heap: int | None = None, boot_timeout: float = BOOT_S,
+                 log: TextIO | None = None) -> None:
         self.profile = boards.load(profile) if isinstance(profile, str) else profile
         if self.profile.qemu is None:
             raise ToolsMissing(f"{self.profile.name} is not a QEMU board")
         self.image = image
+        self.heap = heap
         self.boot_timeout = boot_timeout
         self.log = log
         self.port = ""
@@ -426,7 +454,7 @@ class QemuBoard:
             raise QemuError("QemuBoard already started")
         check_tools(build=self.image is None)
         if self.image is None:
-            self.image = build(self.profile, self.log)
+            self.image = build(self.profile, self.log, heap=self.heap)
         try:
             hm, hs = os.openpty()
             tty.setraw(hs)
