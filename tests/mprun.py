@@ -9,6 +9,7 @@ args = globals().get("ARGV") or sys.argv[1:]
 path = args[0]
 filt = args[1] if len(args) > 1 else ""
 g = {"__name__": "fwtest"}
+g.update(globals().get("FWGLOBALS", {}))  # e.g. SCALE for a slow board
 exec(open(path).read(), g)
 names = sorted(k for k in g if k.startswith("test_") and filt in k)
 npass = nfail = 0

@@ -1,0 +1,167 @@
+"""The emulated Cortex-M boards (ucompressd.qemu) in every workflow: the image builds from
+Debian's source and caches, the board boots with one core and alignment traps on, the firmware
+suite and the codec checks pass on ARMv6-M, and a run is corrupt-free and exactly repeatable.
+
+Skipped (with the reason) where qemu-system-arm or the Arm toolchain is absent; CI installs
+them (.ci/run), so there they run.
+"""
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import HEAPSIZE, REPO
+
+from ucompressd import boards, qemu
+from ucompressd.link import Link
+
+M0 = "qemu-m0"
+SUITE_HEAP = int(HEAPSIZE.rstrip("K")) * 1024  # the firmware suite's heap, as on the unix port
+
+
+def _tools() -> None:
+    try:
+        qemu.check_tools(build=True)
+    except qemu.ToolsMissing as e:
+        pytest.skip(str(e))
+
+
+@pytest.fixture(scope="session")
+def m0_profile() -> boards.Profile:
+    return boards.load(M0)
+
+
+@pytest.fixture(scope="session")
+def m0_image(m0_profile) -> qemu.Image:
+    _tools()
+    return qemu.build(m0_profile, sys.stderr)
+
+
+@pytest.fixture(scope="session")
+def m0_suite_image(m0_profile) -> qemu.Image:
+    _tools()
+    return qemu.build(m0_profile, sys.stderr, heap=SUITE_HEAP)
+
+
+@pytest.fixture
+def m0(m0_profile, m0_image):
+    with qemu.QemuBoard(m0_profile, image=m0_image) as b:
+        yield b
+
+
+def mpremote(port: str, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "mpremote", "connect", port, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_image_is_cached_by_what_goes_in(m0_profile, m0_image):
+    again = qemu.build(m0_profile)
+    assert again == m0_image and again.path.exists()
+    assert (again.path.parent / "image.json").exists()
+    assert again.source_version.startswith("1.25")
+    # ARMv6-M: mpy-cross cannot emit the viper compressor (a jump over 2 KiB).
+    assert "lz4_viper.py" in again.compiled_on_board
+
+
+def test_hello_says_one_core_no_threads(m0):
+    with Link(m0.port, timeout=30) as link:
+        h = link.hello
+    assert h["platform"] == "qemu" and h["impl"] == "micropython"
+    assert h["threads"] is False and h["cores"] == 1
+    assert "ARMv6-M" in h["machine"]
+    assert 150_000 < h["mem_free"] < 204_800  # a Pico's heap, the firmware loaded
+
+
+def test_mpremote_exec_soft_reset_and_time(m0):
+    r = mpremote(m0.port, "exec", "import time, machine; t=time.ticks_us(); time.sleep_ms(20); "
+                 "print(time.ticks_diff(time.ticks_us(), t), hex(machine.mem32[0xE000ED14]))",
+                 "soft-reset", "exec", "print('after', 6*7)")
+    assert r.returncode == 0, r.stderr
+    first, after = r.stdout.split("\n")[:2]
+    us, ccr = first.split()
+    assert 19_000 <= int(us) < 21_000  # emulated time
+    assert int(ccr, 16) & 8  # CCR.UNALIGN_TRP
+    assert after.strip() == "after 42"
+
+
+VIPER_LOAD = """
+import micropython
+buf = bytearray(16)
+buf[4] = 7
+@micropython.viper
+def load32(b, off: int) -> int:
+    return ptr32(int(ptr8(b)) + off)[0]
+print('aligned', load32(buf, 4))
+print('unaligned', load32(buf, 1))
+"""
+
+
+def test_unaligned_32bit_viper_load_faults(m0):
+    # The faulting board never answers again: talk to it with a deadline, then read its log.
+    proc = subprocess.Popen([sys.executable, "-m", "mpremote", "connect", m0.port, "exec",
+                             VIPER_LOAD], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        proc.wait(8)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    out = m0.recent_output().decode(errors="replace")
+    assert "aligned 7" in out, out
+    assert not re.search(r"unaligned -?\d", out), out  # the load never returned
+    assert m0.fault.startswith("HardFault"), out
+
+
+SUITE = sorted((REPO / "tests" / "firmware").glob("test_*.py"))
+
+
+@pytest.mark.parametrize("path", SUITE, ids=[p.stem for p in SUITE])
+def test_firmware_suite_on_qemu_m0(m0_profile, m0_suite_image, path: Path):
+    # The frozen ucz is what runs (sys.path holds only .frozen); the repo is mounted so the
+    # suite and the sources the viper-twin test reads are there.
+    code = ("import sys, os; sys.path[:] = ['.frozen']; os.chdir('/remote/firmware'); "
+            f"FWGLOBALS={{'SCALE': 1}}; ARGV=['../tests/firmware/{path.name}']; "
+            "exec(open('../tests/mprun.py').read())")
+    with qemu.QemuBoard(m0_profile, image=m0_suite_image) as b:
+        r = mpremote(b.port, "mount", str(REPO), "exec", code, timeout=1200)
+    out = r.stdout + r.stderr
+    done = [line for line in r.stdout.splitlines() if line.startswith("DONE ")]
+    assert r.returncode == 0 and done, out
+    npass, nfail = map(int, done[-1].split()[1:])
+    assert nfail == 0, out
+    assert npass > 0, out
+
+
+def test_compressor_thread_is_refused(m0_profile):
+    from ucompressd import cli
+
+    rc = cli.main(["run", "--board", M0, "--mode", "kcompressd", "--compressor", "thread"])
+    assert rc == 2
+
+
+def _run(tmp: Path, name: str, *extra: str) -> dict:
+    out = tmp / f"{name}.json"
+    rc = subprocess.run(
+        [sys.executable, "-m", "ucompressd", "run", "--board", M0, "--mode", "kswapd",
+         "--ops", "400", "--zpool", "0", "--seed", "5", "--json", str(out), *extra],
+        capture_output=True, text=True, timeout=900)
+    assert rc.returncode == 0, rc.stdout + rc.stderr
+    return json.loads(out.read_text())
+
+
+def test_kswapd_run_is_clean_and_deterministic(m0_image, tmp_path):
+    a = _run(tmp_path, "a")
+    b = _run(tmp_path, "b")
+    ca, cb = a["counters"], b["counters"]
+    assert ca["corrupt"] == 0 and ca["ops"] == 400 and ca["pswpout"] > 0
+    assert a["board"]["profile"] == M0 and a["board"]["platform"] == "qemu"
+    assert "ARMv6-M" in a["board"]["machine"]
+    assert a["firmware"]["image"]["sha256"] == m0_image.sha256
+    # Same seed and config: identical counters *and* time figures (emulated time, -icount).
+    assert ca == cb
+    assert a["stall_us"] == b["stall_us"]
+    assert [s["t_us"] for s in a["samples"]] == [s["t_us"] for s in b["samples"]]
