@@ -173,3 +173,27 @@ void uart_tx_strn(const char *buf, size_t len) {
         UART_DATA = buf[i];
     }
 }
+
+// ucz_board.sync_ticks(): restart the 1 ms tick period now. Under -icount a run repeats
+// exactly only if the SysTick interrupt falls on the same instructions of it; what ran before
+// the run (the host's bytes arrive in real time) leaves the period at any phase. The clock
+// moves on to the next millisecond, never back. ucz calls it where a run starts.
+static mp_obj_t ucz_board_sync_ticks(void) {
+    SYST_CVR = 0;  // the counter reloads on the next clock edge; no interrupt from this write
+    REG(0xE000ED04) = 1u << 25;  // ICSR.PENDSTCLR: a tick already pending belongs to before
+    ticks_ms += 1;
+    return mp_const_none;
+}
+static MP_DEFINE_CONST_FUN_OBJ_0(ucz_board_sync_ticks_obj, ucz_board_sync_ticks);
+
+static const mp_rom_map_elem_t ucz_board_globals_table[] = {
+    { MP_ROM_QSTR(MP_QSTR___name__), MP_ROM_QSTR(MP_QSTR_ucz_board) },
+    { MP_ROM_QSTR(MP_QSTR_sync_ticks), MP_ROM_PTR(&ucz_board_sync_ticks_obj) },
+};
+static MP_DEFINE_CONST_DICT(ucz_board_globals, ucz_board_globals_table);
+
+const mp_obj_module_t ucz_board_module = {
+    .base = { &mp_type_module },
+    .globals = (mp_obj_dict_t *)&ucz_board_globals,
+};
+MP_REGISTER_MODULE(MP_QSTR_ucz_board, ucz_board_module);

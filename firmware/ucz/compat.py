@@ -129,6 +129,14 @@ else:
         raise OSError(NO_THREADS)
 
 
+try:  # the QEMU boards (boards/qemu/ucz_board.c): runs in emulated time repeat exactly
+    from ucz_board import sync_ticks
+except ImportError:
+
+    def sync_ticks():
+        pass
+
+
 def has_viper():
     """True where the native emitter exists (unix, rp2, esp32); viper modules import only then."""
     return MICROPYTHON and sys.platform != "webassembly"

@@ -3,7 +3,7 @@
 # definition of the rules), so this module must stay importable on CPython.
 import gc
 import sys
-from .compat import asyncio, ticks_us, ticks_diff, async_sleep_ms, MICROPYTHON, THREADS, NO_THREADS
+from .compat import asyncio, ticks_us, ticks_diff, async_sleep_ms, MICROPYTHON, THREADS, NO_THREADS, sync_ticks
 from . import counters as C
 from .pagedata import KINDS, lcg
 from .pool import Pool, arena_bytes, ZSTORED, STATE
@@ -133,6 +133,7 @@ def run(cfg, emit=None, arena=None, audit=0):
     audit()) while the pool still exists, so the host can check them with another codec.
     """
     gc.collect()
+    sync_ticks()  # the QEMU boards: the same clock phase at every run's start
     pool = Pool(cfg["pages"], cfg["frames"], cfg["page_size"], cfg["zpool"],
                 data=KINDS.index(cfg["data"]), seed=cfg["seed"], wmin=cfg["wmark_min"],
                 wlow=cfg["wmark_low"], whigh=cfg["wmark_high"], ring=cfg["ring"], arena=arena)

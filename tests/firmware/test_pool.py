@@ -12,6 +12,14 @@ from ucz.workload import Workload, UNIFORM
 
 # Runs are ten times longer under MicroPython; a runner may set SCALE first (the QEMU boards run
 # at CPython's length: emulated ARMv6-M has no viper compressor and is ~100x slower).
+try:
+    from unittest import SkipTest
+except ImportError:  # MicroPython: tests/mprun.py reports it by name
+
+    class SkipTest(Exception):
+        pass
+
+
 SCALE = globals().get("SCALE") or (10 if MICROPYTHON else 1)
 # A port without _thread (the QEMU boards) has one placement; the thread is refused there.
 MODES = (("kswapd", "task"), ("kcompressd", "task")) + ((("kcompressd", "thread"),) if THREADS else ())
@@ -160,7 +168,12 @@ def test_direct_reclaim_is_a_counted_stall():
 
 def test_mp_hot_paths_do_not_allocate():
     # The GC must not be what the counters measure: faults, direct reclaim, the ring and
-    # the compressor's writeback allocate nothing once warm.
+    # the compressor's writeback allocate nothing once warm. That is the viper codec's promise:
+    # the plain one makes big ints on a 32-bit port (its hash exceeds 31-bit small ints).
+    from ucz import lz4
+
+    if lz4.IMPL != "viper":
+        raise SkipTest("the plain LZ4 allocates on 32-bit ports (%s)" % lz4.VIPER_ERROR)
     pool, sc, comp = _pool(npages=128, nframes=32, ps=1024)
     wl = Workload(UNIFORM, 128, 5, 30)
     for _ in range(600):  # warm up: every page touched, every path taken once
