@@ -306,13 +306,8 @@ def test_viper_hash_survives_32bit_wraparound():
 MP_PAGES = [("mixed", 70000, 0)] + [(k, n, 0) for k in KINDS for n in LENGTHS] + [(k, 4096, 1) for k in KINDS]
 
 
-@pytest.fixture(scope="module")
-def mp_run(tmp_path_factory):
-    exe = micropython_argv()
-    if exe is None:
-        pytest.skip(NO_MICROPYTHON)
-    d = tmp_path_factory.mktemp("lz4mp")
-    inp, out = d / "records.bin", d / "blocks.bin"
+def write_records(inp):
+    """tests/mp/lz4_check.py's input: MP_PAGES with the C library's blocks; returns the pages."""
     pages = []
     with open(inp, "wb") as f:
         for kind, n, seed in MP_PAGES:
@@ -327,13 +322,10 @@ def mp_run(tmp_path_factory):
             f.write(struct.pack("<I", n) + page + bytes([len(blocks)]))
             for tag, blk in blocks.items():
                 f.write(bytes([len(tag)]) + tag.encode() + struct.pack("<I", len(blk)) + blk)
-    script = os.path.join(REPO, "tests", "mp", "lz4_check.py")
-    proc = subprocess.run(
-        [*exe, "-X", "heapsize=400K", script, FIRMWARE, str(inp), str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
+    return pages
+
+
+def read_blocks(out):
     blocks = []
     if out.exists():
         data = out.read_bytes()
@@ -342,7 +334,25 @@ def mp_run(tmp_path_factory):
             n, k = struct.unpack_from("<II", data, i)
             blocks.append((n, data[i + 8 : i + 8 + k]))
             i += 8 + k
-    return proc, pages, blocks
+    return blocks
+
+
+@pytest.fixture(scope="module")
+def mp_run(tmp_path_factory):
+    exe = micropython_argv()
+    if exe is None:
+        pytest.skip(NO_MICROPYTHON)
+    d = tmp_path_factory.mktemp("lz4mp")
+    inp, out = d / "records.bin", d / "blocks.bin"
+    pages = write_records(inp)
+    script = os.path.join(REPO, "tests", "mp", "lz4_check.py")
+    proc = subprocess.run(
+        [*exe, "-X", "heapsize=400K", script, FIRMWARE, str(inp), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    return proc, pages, read_blocks(out)
 
 
 def test_micropython_checks_pass(mp_run):

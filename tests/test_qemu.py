@@ -165,3 +165,29 @@ def test_kswapd_run_is_clean_and_deterministic(m0_image, tmp_path):
     assert ca == cb
     assert a["stall_us"] == b["stall_us"]
     assert [s["t_us"] for s in a["samples"]] == [s["t_us"] for s in b["samples"]]
+
+
+def test_codec_conformance_and_fuzz_on_qemu_m0(m0_profile, m0_suite_image, tmp_path):
+    # tests/mp/lz4_check.py on ARMv6-M with the traps on (the frozen ucz; the 400K heap the
+    # check needs for its > 64 KiB page), its blocks then decoded by the host's C lz4.
+    import shutil
+
+    from test_lz4 import c_block, read_blocks, write_records
+    import lz4.block as lz4c
+
+    pages = write_records(tmp_path / "records.bin")
+    shutil.copyfile(REPO / "tests" / "mp" / "lz4_check.py", tmp_path / "lz4_check.py")
+    code = ("import sys; sys.path[:] = ['.frozen']; ARGV=['', 'records.bin', 'blocks.bin']; "
+            "exec(open('lz4_check.py').read())")
+    with qemu.QemuBoard(m0_profile, image=m0_suite_image) as b:
+        r = mpremote(b.port, "mount", str(tmp_path), "exec", code, timeout=1500)
+        assert not b.fault, b.recent_output()
+    lines = r.stdout.strip().splitlines()
+    assert r.returncode == 0 and lines and lines[-1].startswith("OK "), r.stdout + r.stderr
+    assert int(lines[-1].split()[1]) > 2500
+    blocks = read_blocks(tmp_path / "blocks.bin")
+    assert len(blocks) == len(pages)
+    for page, (n, blk) in zip(pages, blocks):
+        assert n == len(page) and lz4c.decompress(blk, uncompressed_size=n) == page
+        if n <= 65536:
+            assert blk == c_block(page)

@@ -97,6 +97,11 @@ def cache_dir() -> Path:
     return d
 
 
+def packages() -> list[str]:
+    """Every Debian package the QEMU boards need, to build and to run them."""
+    return sorted({*TOOLS.values(), NEWLIB})
+
+
 def check_tools(build: bool = True) -> None:
     """ToolsMissing naming the Debian packages to install, if any tool is absent."""
     need = TOOLS if build else {"qemu-system-arm": TOOLS["qemu-system-arm"]}
@@ -637,6 +642,7 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     b.add_argument("--board", action="append", metavar="NAME",
                    help="qemu-m0 (default) or qemu-m33; give it again for both")
     b.add_argument("--force", action="store_true", help="build again even if cached")
+    sub.add_parser("packages", help="print the Debian packages to install (for apt-get install)")
 
 
 def qemu_profiles(names: list[str] | None) -> list[boards.Profile]:
@@ -652,6 +658,9 @@ def qemu_profiles(names: list[str] | None) -> list[boards.Profile]:
 def run(args: argparse.Namespace) -> int:
     from ucompressd import errors
 
+    if args.qemu_command == "packages":
+        print(" ".join(packages()))
+        return 0
     try:
         for p in qemu_profiles(args.board):
             img = build(p, sys.stderr, force=args.force)

@@ -10,8 +10,10 @@ import gc
 import struct
 import sys
 
-FW, INP, OUT = sys.argv[1], sys.argv[2], sys.argv[3]
-sys.path.insert(0, FW)
+# Ports without sys.argv (MicroPython's qemu port, ucz frozen in) exec this with ARGV set.
+FW, INP, OUT = globals().get("ARGV") or sys.argv[1:4]
+if FW:
+    sys.path.insert(0, FW)
 
 from array import array
 
@@ -19,8 +21,14 @@ from ucz import lz4
 from ucz.compat import has_viper
 
 V = lz4._viper
-assert (V is not None) == has_viper(), "lz4_viper did not import on a native-emitter port"
-assert lz4.IMPL == "viper", lz4.VIPER_ERROR
+# ARMv6-M (RP2040, qemu-m0): the native emitter cannot take the viper compressor (a jump over
+# 2 KiB: "native method too big"), so the portable core is the one in use; it is checked here.
+ARMV6M = (getattr(sys.implementation, "_mpy", 0) >> 10) & 0xF == 4
+if ARMV6M and V is None:
+    assert "native method too big" in str(lz4.VIPER_ERROR), lz4.VIPER_ERROR
+else:
+    assert (V is not None) == has_viper(), "lz4_viper did not import on a native-emitter port"
+    assert lz4.IMPL == "viper", lz4.VIPER_ERROR
 checks = 0
 SENT = 0xA5
 TABLE = lz4.new_table()
@@ -90,8 +98,9 @@ while True:
     if n <= 65536:
         assert mine == blocks["default"], ("differs from the C library", n)
     blocks = None
-    dst[:] = b"\x00" * bnd
-    assert V.compress(page, dst, TABLE, n, bnd, 1) == k and dst[:k] == mine, ("w32", n)
+    if V is not None:
+        dst[:] = b"\x00" * bnd
+        assert V.compress(page, dst, TABLE, n, bnd, 1) == k and dst[:k] == mine, ("w32", n)
     dst[:] = b"\x00" * bnd
     r = lz4._compress_py(page, dst, TABLE)
     assert r == k and dst[:k] == mine, ("plain != viper", n)
@@ -124,7 +133,8 @@ while True:
         need = int(msg.split("need >= ")[1].split(",")[0])
         assert size < need <= k, (size, need, k)
         buf2, view2 = guarded(size)
-        assert lz4._compress_py(page, view2, TABLE) == V.compress(page, view2, TABLE, n, size, 0)
+        if V is not None:
+            assert lz4._compress_py(page, view2, TABLE) == V.compress(page, view2, TABLE, n, size, 0)
         assert sentinels_ok(buf2, size)
         checks += 1
     buf, view = guarded(k)  # exactly enough
@@ -195,7 +205,7 @@ for case in range(2500):
     cap = rng.below(4200)
     buf_v, view_v = guarded(cap)
     buf_p, view_p = guarded(cap)
-    rv = V.decompress(blk, view_v, len(blk), cap)
+    rv = V.decompress(blk, view_v, len(blk), cap) if V is not None else lz4._decompress_py(blk, view_v)
     rp = lz4._decompress_py(blk, view_p)
     assert rv == rp, ("viper and plain disagree", case, rv, rp)
     if rv >= 0:
