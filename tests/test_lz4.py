@@ -306,11 +306,12 @@ def test_viper_hash_survives_32bit_wraparound():
 MP_PAGES = [("mixed", 70000, 0)] + [(k, n, 0) for k in KINDS for n in LENGTHS] + [(k, 4096, 1) for k in KINDS]
 
 
-def write_records(inp):
-    """tests/mp/lz4_check.py's input: MP_PAGES with the C library's blocks; returns the pages."""
+def write_records(inp, specs=MP_PAGES):
+    """tests/mp/lz4_check.py's input: the pages of `specs` with the C library's blocks;
+    returns the pages."""
     pages = []
     with open(inp, "wb") as f:
-        for kind, n, seed in MP_PAGES:
+        for kind, n, seed in specs:
             page = make_page(kind, n, seed)
             pages.append(page)
             blocks = {"default": c_block(page)}

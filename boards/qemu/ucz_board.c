@@ -36,6 +36,7 @@
 #define UART_INT_RX (1u << 1)
 
 #define TICKS_PER_MS (UCZ_SYSCLK_HZ / 1000)
+#define UCZ_ANY_IRQ (-1)
 
 static volatile uint32_t ticks_ms;
 static volatile uint8_t rx_buf[1024];  // power of two: index masks
@@ -85,13 +86,23 @@ void ucz_board_init(void) {
         vectors[i] = rom[3];  // unexpected IRQs report like a HardFault
     }
     vectors[15] = (uint32_t)systick_handler;
+    #if UCZ_UART0_RX_IRQ == UCZ_ANY_IRQ
+    // The machine's UART IRQ line is not pinned down here: every external vector checks the
+    // UART (no other device is set to interrupt), and every line is enabled.
+    for (int i = 16; i < N_VECTORS; i++) {
+        vectors[i] = (uint32_t)uart_rx_handler;
+    }
+    REG(0xE000E104) = 0xffffffff;  // NVIC_ISER1
+    NVIC_ISER0 = 0xffffffff;
+    #else
     vectors[16 + UCZ_UART0_RX_IRQ] = (uint32_t)uart_rx_handler;
+    NVIC_ISER0 = 1u << UCZ_UART0_RX_IRQ;
+    #endif
     SCB_VTOR = (uint32_t)vectors;
     SYST_RVR = TICKS_PER_MS - 1;
     SYST_CVR = 0;
     SYST_CSR = 7;  // processor clock, interrupt, enable
     UART_CTRL |= UART_CTRL_RX_INTEN;
-    NVIC_ISER0 = 1u << UCZ_UART0_RX_IRQ;
     #if UCZ_UNALIGN_TRAP
     SCB_CCR |= CCR_UNALIGN_TRP;
     #endif

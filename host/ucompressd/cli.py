@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
             continue
         p = sub.add_parser(name, help=text, description=text)
         getattr(mod, add)(p)
+        if name == "sim":
+            p.add_argument("--board", metavar="NAME",
+                           help="a QEMU board (qemu-m0, qemu-m33) instead of the unix port")
         p.set_defaults(func=cmd_sim if name == "sim" else getattr(mod, run))
     return parser
 
@@ -331,6 +334,20 @@ def cmd_compare(ns: argparse.Namespace) -> int:
 
 def cmd_sim(ns: argparse.Namespace) -> int:
     from ucompressd import sim
+
+    profile = _profile(ns)
+    if profile is not None and profile.qemu is not None:
+        from ucompressd import qemu
+
+        try:
+            return qemu.serve_forever(profile)
+        except qemu.ToolsMissing as e:
+            return errors.usage(e)
+        except qemu.QemuError as e:
+            return errors.failed(e)
+    if profile is not None:
+        raise ArgumentError(f"--board: {profile.name} is not a simulated board (sim runs the "
+                            "unix port, or a QEMU board)")
 
     if ns.flash:  # the user's flash folder: as they left it
         return int(sim.run(ns))

@@ -64,6 +64,7 @@ TOOLS = {
 }
 NEWLIB = "libnewlib-arm-none-eabi"
 ENV_CACHE = "UCOMPRESSD_CACHE"
+BUILD_RECIPE = 1  # bump when build() changes what an image holds: cached images are then stale
 FIRMWARE_DIR = Path(ucz.__file__).resolve().parent
 MANIFEST = FIRMWARE_DIR.parent / "manifest.py"  # firmware/manifest.py (a source checkout)
 
@@ -255,7 +256,7 @@ def _image_key(profile: boards.Profile, version: str, qdir: Path, gcc: str, heap
         files.append(MANIFEST)
     for f in files:
         h.update(f.name.encode() + b"\0" + f.read_bytes() + b"\0")
-    h.update(Path(__file__).read_bytes())  # how we build is part of what we build
+    h.update(f"{BUILD_RECIPE}\0{_MPY_TOOL_FIX}".encode())  # how we build, too
     return h.hexdigest()[:16]
 
 
