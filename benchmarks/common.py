@@ -56,6 +56,9 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true", help="a short run (smoke test)")
     p.add_argument("--micropython", metavar="PATH",
                    help="micropython executable of the simulated board")
+    p.add_argument("--board", metavar="NAME",
+                   help="a QEMU board profile (qemu-m0, qemu-m33): started here, its image "
+                        "built on first use (the firmware is frozen in: nothing to deploy)")
     p.add_argument("--no-deploy", action="store_true",
                    help="with --port: use the firmware already on the board")
     p.add_argument("--timeout", type=float, default=30.0, metavar="S",
@@ -73,7 +76,12 @@ def open_board(args: argparse.Namespace) -> Iterator[Board]:
         err.print(f"deploying the firmware to {args.port} ...")
         rep = deploy(args.port, log=lambda line: err.print(f"  {line}"))
         err.print(f"  ucz {rep.version}, lz4 {rep.lz4_impl}")
-    with experiment.open_board(args.port, args.micropython) as board:
+    profile = None
+    if getattr(args, "board", None):
+        from ucompressd import boards
+
+        profile = boards.load(args.board)
+    with experiment.open_board(args.port, args.micropython, profile=profile) as board:
         yield board
 
 
