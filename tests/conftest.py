@@ -89,6 +89,19 @@ def _deployed_board(request, tmp_path_factory):
         deploy.deploy(port)
         yield port
         return
+    name = request.config.getoption("--board")
+    if name:
+        from ucompressd import boards, qemu
+
+        profile = boards.load(name)
+        if profile.qemu is not None:  # a QEMU board: ucz is frozen in its image, no deploy
+            try:
+                qemu.check_tools()
+            except qemu.ToolsMissing as e:
+                pytest.skip(str(e))
+            with qemu.QemuBoard(profile) as b:
+                yield b.port
+            return
     try:
         from ucompressd.sim import SimBoard, SimError
     except ImportError as e:  # no ptys (not POSIX)
