@@ -193,3 +193,21 @@ def test_codec_conformance_and_fuzz_on_qemu_m0(m0_profile, m0_suite_image, tmp_p
         assert n == len(page) and lz4c.decompress(blk, uncompressed_size=n) == page
         if n <= 65536:
             assert blk == c_block(page)
+
+
+def test_qemu_m33_runs_the_viper_codec_clean(tmp_path):
+    # ARMv8-M mainline (the RP2350's core): every ucz module, viper compressor included, is
+    # frozen as native code; a kcompressd run (task: one core) is corrupt-free.
+    _tools()
+    img = qemu.build(boards.load("qemu-m33"), sys.stderr)
+    assert img.compiled_on_board == ()
+    out = tmp_path / "m33.json"
+    r = subprocess.run([sys.executable, "-m", "ucompressd", "run", "--board", "qemu-m33",
+                        "--mode", "kcompressd", "--ops", "3000", "--json", str(out)],
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stdout + r.stderr
+    doc = json.loads(out.read_text())
+    c = doc["counters"]
+    assert c["corrupt"] == 0 and c["ops"] == 3000 and c["pswpout"] > 0
+    assert doc["config"]["compressor"] == "task" and doc["config"]["page_size"] == 1024
+    assert "ARMv8-M" in doc["board"]["machine"] and doc["firmware"]["impl"].endswith("qemu")
