@@ -116,23 +116,25 @@ mp_uint_t mp_hal_ticks_ms(void) {
     return ticks_ms;
 }
 
-mp_uint_t mp_hal_ticks_us(void) {
-    // Read ms, count, ms again: a SysTick between the reads means the count wrapped.
+// Clock cycles since boot: ms, count, ms again (a SysTick between the reads: the count wrapped).
+static uint32_t cycles(uint32_t *ms_out) {
     uint32_t ms, cvr;
     do {
         ms = ticks_ms;
         cvr = SYST_CVR;
     } while (ms != ticks_ms);
-    return ms * 1000 + (TICKS_PER_MS - 1 - cvr) / (TICKS_PER_MS / 1000);
+    *ms_out = ms;
+    return TICKS_PER_MS - 1 - cvr;  // cycles into the current ms
+}
+
+mp_uint_t mp_hal_ticks_us(void) {
+    uint32_t ms, c = cycles(&ms);
+    return ms * 1000 + c / (TICKS_PER_MS / 1000);
 }
 
 mp_uint_t mp_hal_ticks_cpu(void) {
-    uint32_t ms, cvr;
-    do {
-        ms = ticks_ms;
-        cvr = SYST_CVR;
-    } while (ms != ticks_ms);
-    return ms * TICKS_PER_MS + (TICKS_PER_MS - 1 - cvr);
+    uint32_t ms, c = cycles(&ms);
+    return ms * TICKS_PER_MS + c;
 }
 
 void mp_hal_delay_us(mp_uint_t us) {

@@ -26,7 +26,6 @@ its bare-metal qemu port, driven over the emulated UART. Here that becomes a boa
 from __future__ import annotations
 
 import argparse
-import errno
 import fcntl
 import hashlib
 import json
@@ -46,6 +45,7 @@ from typing import TextIO
 
 import ucz
 from ucompressd import boards
+from ucompressd.sim import _read, _write  # the non-blocking pty/pipe I/O both bridges use
 
 SOURCE_PACKAGE = "micropython"
 # The first Debian release whose micropython source (1.25) carries ports/qemu; our machines run
@@ -608,30 +608,11 @@ class QemuBoard:
                 n = _write(hm, to_host)
                 del to_host[:n]
             if to_board and ready.get(inp, 0) & select.POLLOUT:
-                n = _write(inp, to_board)
+                try:
+                    n = _write(inp, to_board)
+                except BrokenPipeError:  # QEMU is gone: the next poll sees it exit
+                    n = len(to_board)
                 del to_board[:n]
-
-
-def _read(fd: int) -> bytes:
-    try:
-        return os.read(fd, 65536)
-    except (BlockingIOError, InterruptedError):
-        return b""
-    except OSError as e:
-        if e.errno == errno.EIO:
-            return b""
-        raise
-
-
-def _write(fd: int, data: bytearray) -> int:
-    try:
-        return os.write(fd, data[:65536])
-    except (BlockingIOError, InterruptedError):
-        return 0
-    except OSError as e:
-        if e.errno in (errno.EIO, errno.EPIPE):
-            return 0
-        raise
 
 
 # -- CLI: `ucompressd qemu build|run` ------------------------------------------------------------------
