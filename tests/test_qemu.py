@@ -8,6 +8,7 @@ them (.ci/run), so there they run.
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -211,3 +212,15 @@ def test_qemu_m33_runs_the_viper_codec_clean(tmp_path):
     assert c["corrupt"] == 0 and c["ops"] == 3000 and c["pswpout"] > 0
     assert doc["config"]["compressor"] == "task" and doc["config"]["page_size"] == 1024
     assert "ARMv8-M" in doc["board"]["machine"] and doc["firmware"]["impl"].endswith("qemu")
+
+
+def test_missing_tools_name_the_debian_packages():
+    # No tool found on PATH: one line naming what to apt-get install, exit 2 (runs anywhere).
+    env = dict(os.environ, PATH="/nonexistent")
+    r = subprocess.run([sys.executable, "-m", "ucompressd", "qemu", "build"], env=env,
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2, r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "apt-get install" in lines[0]
+    for pkg in ("qemu-system-arm", "gcc-arm-none-eabi"):
+        assert pkg in lines[0]

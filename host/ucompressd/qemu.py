@@ -58,11 +58,13 @@ TOOLS = {
     "qemu-system-arm": "qemu-system-arm",
     "arm-none-eabi-gcc": "gcc-arm-none-eabi",
     "make": "make",
+    "gcc": "gcc",  # mpy-cross is built for the host
     "apt-get": "apt",
     "dpkg-source": "dpkg-dev",
     "xz": "xz-utils",
 }
 NEWLIB = "libnewlib-arm-none-eabi"
+HOST_LIBC = "libc6-dev"  # gcc only recommends it; mpy-cross needs its headers
 ENV_CACHE = "UCOMPRESSD_CACHE"
 BUILD_RECIPE = 1  # bump when build() changes what an image holds: cached images are then stale
 FIRMWARE_DIR = Path(ucz.__file__).resolve().parent
@@ -100,7 +102,7 @@ def cache_dir() -> Path:
 
 def packages() -> list[str]:
     """Every Debian package the QEMU boards need, to build and to run them."""
-    return sorted({*TOOLS.values(), NEWLIB})
+    return sorted({*TOOLS.values(), NEWLIB, HOST_LIBC})
 
 
 def check_tools(build: bool = True) -> None:
