@@ -18,8 +18,9 @@ REPO = Path(__file__).resolve().parent.parent
 SHIPPED = sorted(p.stem for p in (REPO / "boards").glob("*.json"))
 
 
-def test_the_six_profiles_ship_and_load() -> None:
-    assert SHIPPED == ["esp32-s3-n8r8", "esp32-wrover", "pico", "pico-plus-2", "pico2", "sim"]
+def test_the_eight_profiles_ship_and_load() -> None:
+    assert SHIPPED == ["esp32-s3-n8r8", "esp32-wrover", "pico", "pico-plus-2", "pico2",
+                       "qemu-m0", "qemu-m33", "sim"]
     loaded = boards.all_profiles()
     assert sorted(loaded) == SHIPPED
     for name, p in loaded.items():
@@ -48,6 +49,7 @@ def test_facts_per_board() -> None:
     assert {n: p.mpy_arch for n, p in ps.items()} == {
         "esp32-s3-n8r8": "xtensawin", "esp32-wrover": "xtensawin", "pico": "armv6m",
         "pico-plus-2": "armv7emsp", "pico2": "armv7emsp", "sim": "x64",
+        "qemu-m0": "armv6m", "qemu-m33": "armv7m",
     }
     assert ps["pico"].memory.psram == 0 and ps["pico2"].memory.psram == 0
     assert ps["pico-plus-2"].memory.psram == 8 << 20
@@ -225,3 +227,20 @@ def test_ports_cli_runs(capsys: pytest.CaptureFixture[str]) -> None:
     boards.add_ports_arguments(ap)
     assert boards.run_ports(ap.parse_args(["--all"])) == 0
     assert capsys.readouterr().out.strip()
+
+
+def test_qemu_section_belongs_to_qemu_boards_only(tmp_path) -> None:
+    m0 = boards.load("qemu-m0")
+    assert m0.qemu == boards.Emulator("QEMU_M0", "mps2-an385", 3)
+    assert m0.threads.max_threads == 0 and m0.defaults["compressor"] == "task"
+    assert boards.load("pico").qemu is None
+    doc = json.loads((REPO / "boards" / "pico.json").read_text())
+    doc["qemu"] = {"board_dir": "X", "machine": "mps2-an385", "icount_shift": 3}
+    (tmp_path / "pico.json").write_text(json.dumps(doc))
+    with pytest.raises(boards.ProfileError, match="qemu: only a qemu board"):
+        boards.load_file(tmp_path / "pico.json")
+    doc = json.loads((REPO / "boards" / "qemu-m0.json").read_text())
+    del doc["qemu"]
+    (tmp_path / "qemu-m0.json").write_text(json.dumps(doc))
+    with pytest.raises(boards.ProfileError, match="qemu: missing"):
+        boards.load_file(tmp_path / "qemu-m0.json")

@@ -47,16 +47,16 @@ class _Stop(Exception):
 
 
 @pytest.mark.timeout(120)
-def test_ctrl_c_mid_run_returns_to_the_repl(board):
+def test_ctrl_c_mid_run_returns_to_the_repl(board, board_profile):
     def stop_at_first_sample(kind: str, data: object) -> None:
         if kind == "sample":
             raise _Stop
 
-    hello = experiment.probe(experiment.Board(url=board, kind="serial"), timeout=15)
+    one_core = board_profile is not None and board_profile.threads.max_threads == 0
     with pytest.raises(_Stop):
         with Link(board, timeout=15) as link:
             cfg = runner.config({**SMALL, "ops": 1 << 30,
-                                 "compressor": experiment.default_compressor(hello)})
+                                 **({"compressor": "task"} if one_core else {})})
             link.request("run", cfg, on_event=stop_at_first_sample)
     # Link.close() sent Ctrl-C, then Ctrl-B: the friendly REPL evaluates a line again.
     ser = serial.serial_for_url(board, baudrate=115200, timeout=0.2)
