@@ -135,6 +135,7 @@ class Pool:
         self.lock = allocate_lock()
         self.scratch = Scratch(page_size)  # the main thread's (scanner inline, direct reclaim)
         self.scanner = None  # set by Scanner: direct reclaim and wake-ups go through it
+        self._zero = zeros("I", 1)  # the fill word of a never-written page (peek)
 
     # -- accounting --------------------------------------------------------------------------
 
@@ -478,6 +479,119 @@ class Pool:
 
         finally:
             lk.release()
+
+    # -- pages whose content the application provides (ucz.zram) -----------------------------------
+    # A zram device or log writes its own bytes into a frame instead of the workload's
+    # generator, and reads stored pages back without mapping them. Main thread only, like
+    # touch(). The checksum kept in sum[p] is the reference every read back is verified with.
+
+    def map_overwrite(self, p):
+        """A frame for page p whose whole content the caller writes next (then written(p)).
+
+        The page's old copy (slot, same-filled word or frame) is dropped only once a frame is
+        had, so a failure changes nothing: -1 when no frame can be had (counted as oom).
+        """
+        s = self.state[p]
+        st = s & STATE
+        if st == RESIDENT:
+            self.state[p] = s | REF
+            return self.val[p]
+        if st == QUEUED or st == WRITEBACK:
+            f = self._rescue(p)
+            if f >= 0:
+                return f
+            st = self.state[p] & STATE  # the compressor published it meanwhile
+        f = self.get_frame()
+        if f < 0:
+            self.c[C.OOM] += 1
+            return -1
+        self.c[C.PGFAULT] += 1
+        if st != UNMAPPED:
+            self.discard(p)
+        self.val[p] = f
+        self.owner[f] = p
+        self.state[p] = RESIDENT | REF
+        return f
+
+    def written(self, p):
+        """The caller changed resident page p's frame: a new version and its checksum."""
+        P = self.P
+        self.ver[p] = (self.ver[p] + 1) & 0xFFFF
+        self.sum[p] = csum(self.frames, self.val[p] * P, P)
+        self.state[p] = RESIDENT | REF  # new content: forget HUGE
+
+    def discard(self, p):
+        """Forget page p (zram discard): its frame, slot or word is freed; it reads as zeros
+        again. Returns False when it held nothing."""
+        s = self.state[p]
+        st = s & STATE
+        if st == UNMAPPED:
+            return False
+        if st == QUEUED or st == WRITEBACK:
+            # Take it back from the compressor first (it drops its copy at publish time).
+            st = RESIDENT if self._rescue(p) >= 0 else self.state[p] & STATE
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
+            if st == RESIDENT:
+                f = self.val[p]
+                self.owner[f] = NONE
+                self.flist[self.nfree] = f
+                self.nfree += 1
+            elif st == ZSTORED:
+                self.z.free(self.val[p], self.clen[p])
+            elif st == SAME:
+                self.nsame -= 1
+            self.state[p] = UNMAPPED
+        finally:
+            lk.release()
+        return True
+
+    def peek(self, p, dst, doff):
+        """Page p's content into dst[doff:doff+P] without mapping it: from its frame, the
+        store (decompressed), its same-filled word, or zeros. True when it matches the
+        checksum kept for it; a mismatch counts corrupt (the store is left as it was)."""
+        P = self.P
+        st = self.state[p] & STATE
+        if st == UNMAPPED:
+            memset32(dst, doff, P, self._zero, 0)
+            return True
+        if st == QUEUED or st == WRITEBACK:
+            # Under the lock: the compressor may publish it (val becomes a handle) meanwhile.
+            # Its frame is only reused by this thread, so the copy may follow the release.
+            lk = self.lock
+            while not lk.acquire(0):  # spin (see LOCKING)
+                pass
+            try:
+                st = self.state[p] & STATE
+                v = self.val[p]
+            finally:
+                lk.release()
+            if st <= WRITEBACK:
+                copy(dst, doff, self.frames, v * P, P)
+                st = -1
+        if st == RESIDENT:
+            copy(dst, doff, self.frames, self.val[p] * P, P)
+        elif st == ZSTORED:
+            n = self.clen[p]
+            zoff = self.z.offset(self.val[p])
+            t0 = ticks_us()
+            if n == P:
+                copy(dst, doff, self.z.buf, zoff, P)
+            else:
+                try:
+                    lz4.decompress_into(self.frames, zoff, n, dst, doff, P)
+                except ValueError:
+                    pass  # the checksum below fails it
+            self.c[C.DECOMPRESS_US] += ticks_diff(ticks_us(), t0)
+        elif st == SAME:
+            memset32(dst, doff, P, self.val, p)
+        if csum(dst, doff, P) != self.sum[p]:
+            self.c[C.CORRUPT] += 1
+            return False
+        return True
+
     # -- invariants (tests and --check runs) ---------------------------------------------------------
 
     def check(self):

@@ -5,6 +5,7 @@
 import sys
 import gc
 from ucz import wire, VERSION
+from ucz.compat import THREADS, PARALLEL
 
 COMMANDS = ("hello", "defaults", "run", "gc", "bye")
 
@@ -52,14 +53,8 @@ def _mem():
 
 def _hello():
     impl = sys.implementation
-    try:
-        import _thread  # noqa: F401
-
-        threads = True
-    except ImportError:
-        threads = False
-    # MicroPython says "GIL" or "unsafe" (truly parallel, e.g. rp2 core 1, unix); CPython has a GIL.
-    gil = getattr(impl, "_thread", "GIL") == "GIL" if threads else None
+    threads = THREADS
+    gil = (not PARALLEL) if threads else None
     free, alloc = _mem()
     return {
         "proto": wire.PROTO,
