@@ -77,7 +77,7 @@ def arena_bytes(nframes, page_size, zpool_bytes):
 
 class Pool:
     def __init__(self, npages, nframes, page_size, zpool_bytes, data=0, seed=1,
-                 wmin=0, wlow=0, whigh=0, ring=64, arena=None):
+                 wmin=0, wlow=0, whigh=0, ring=64, arena=None, zclasses=0):
         if page_size & (page_size - 1) or not 256 <= page_size <= 4096:
             raise ValueError("page_size: must be a power of two in 256..4096")
         if not 1 <= npages < NONE:
@@ -123,7 +123,9 @@ class Pool:
         self.nsame = 0
         self.nplaced = 0  # zpool slots being filled by a storer (between place and publish)
         self.placed_bytes = 0
-        self.z = ZPool(zpool_bytes, page_size, buf=arena, base=nframes * page_size)
+        # zclasses: at most that many size classes (ZPool.thin_classes); 0: all of them.
+        self.z = ZPool(zpool_bytes, page_size, buf=arena, base=nframes * page_size,
+                       max_classes=zclasses)
         # The kcompressd FIFO: page numbers, fixed size. Entries may go stale (a rescued page
         # stays in the ring); the compressor skips any entry whose page is no longer QUEUED.
         self.ring = zeros("H", ring)

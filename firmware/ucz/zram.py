@@ -29,8 +29,9 @@
 from .compat import const, ticks_us, ticks_diff, zeros, PARALLEL, THREADS
 from . import counters as C
 from .pagedata import ZERO, copy, memset32
-from .pool import Pool, RESIDENT, ZSTORED, STATE, REF, HUGE, arena_bytes
+from .pool import Pool, UNMAPPED, RESIDENT, ZSTORED, STATE, REF, HUGE, arena_bytes
 from .scanner import Scanner
+from .zpool import classes_for
 from .compressor import Compressor
 
 ENOSPC = const(28)
@@ -42,11 +43,21 @@ EINVAL = const(22)
 # least MIN_FRAMES so the watermarks have room; the rest is the zpool.
 MIN_FRAMES = const(8)
 FRAME_SHARE = const(8)
-# Default ZramDisk size: DEFAULT_RATIO x the zpool. littlefs' allocator walks the whole
-# device and FAT never frees, so over time every block holds data (live or stale) and the
-# zpool must hold the *whole device* compressed: the ratio is what text logs and sensor CSV
-# compress to with room to spare (bench_zram: 2.5-3x on text, 2x on CSV).
-DEFAULT_RATIO = const(2)
+# Default ZramDisk size: the zpool x a ratio in eighths per block size (512, 1024, 2048,
+# 4096 bytes: 1.125, 1.25, 1.375, 1.5). littlefs' allocator walks the whole device and FAT
+# never tells the device what it freed, so over time every block holds data (live or stale:
+# the stale share, stats(fs)) and the zpool must hold the *whole device* compressed. The
+# ratios sit below what LZ4 makes of text and sensor CSV at that block size (1.6x at 512 B,
+# 1.7x at 1 KiB, 1.9x at 4 KiB on the unix port) less slot rounding and the reserve below:
+# such a device runs out of blocks before it runs out of RAM.
+DEFAULT_EIGHTHS = b"\x09\x0a\x0b\x0c"
+# Free zspages kept for overwrites of blocks the device already holds: a write of a block
+# never written (the filesystem growing) is refused below this, so that rewriting its
+# metadata in place (FAT's table and directories) can always reclaim a frame. Without it a
+# full FAT fails every later sector write, reads included (its dirty window cannot be
+# flushed: measured). A share of the zpool, at least MIN_RESERVE.
+RESERVE_SHARE = const(16)
+MIN_RESERVE = const(2)
 # A log holds at most MAX_RATIO x its RAM in pages (page-table metadata is per page).
 MAX_RATIO = const(8)
 # kswapd's work done by the caller: at most this many victims per call (a write's bounded
@@ -79,6 +90,14 @@ def layout(ram, page_size):
     return nframes, zbytes
 
 
+def default_size(zpool_bytes, block_size):
+    """The default ZramDisk size for a zpool (see DEFAULT_EIGHTHS), in whole blocks."""
+    i = 0
+    while (512 << i) < block_size:
+        i += 1
+    return zpool_bytes * DEFAULT_EIGHTHS[i] // 8 // block_size * block_size
+
+
 def choose_mode(mode, compressor):
     """(mode, placement) with None resolved for this port (see the module comment)."""
     if mode is None:
@@ -99,7 +118,8 @@ class _Device:
         mode, placement = choose_mode(mode, compressor)
         nframes, zbytes = layout(ram, page_size)
         self.ram = arena_bytes(nframes, page_size, zbytes)
-        self.pool = pool = Pool(npages, nframes, page_size, zbytes, data=ZERO, arena=arena)
+        self.pool = pool = Pool(npages, nframes, page_size, zbytes, data=ZERO, arena=arena,
+                                zclasses=classes_for(zbytes, page_size))
         self.mode = mode
         self.placement = placement
         self.comp = None
@@ -245,8 +265,9 @@ def hist_p(hist, q):
 class ZramDisk(_Device):
     """A compressed RAM block device: MicroPython's extended block protocol over the pool.
 
-    size: bytes the device offers (None: DEFAULT_RATIO x its zpool); ram: bytes of frames +
-    zpool (one arena, allocate early); block_size: 512..4096, a power of two (512 for VfsFat).
+    size: bytes the device offers (None: default_size(), 1.125-1.5 x its zpool); ram: bytes
+    of frames + zpool (one arena: pass arena=bytearray(ram) allocated early, before the heap
+    fragments, or let it be allocated now); block_size: 512..4096, a power of two (512 for VfsFat).
         disk = ZramDisk(256 * 1024, 96 * 1024)
         vfs.VfsLfs2.mkfs(disk); vfs.mount(vfs.VfsLfs2(disk), "/zram")
     Written blocks stay in frames (a write-back cache) until reclaim stores them; a block
@@ -261,7 +282,8 @@ class ZramDisk(_Device):
             raise ValueError("block_size: must be a power of two in 512..4096")
         nframes, zbytes = layout(ram, block_size)
         if size is None:
-            size = DEFAULT_RATIO * (arena_bytes(nframes, block_size, zbytes) - nframes * block_size)
+            z = arena_bytes(nframes, block_size, zbytes) - nframes * block_size
+            size = default_size(z, block_size)
         nblocks = size // block_size
         if nblocks < 2:
             raise ValueError("size: %d bytes is less than two %d-byte blocks" % (size, block_size))
@@ -270,6 +292,7 @@ class ZramDisk(_Device):
         self.bs = block_size
         self.rbuf = bytearray(block_size)  # the read buffer: the last stored block read
         self.rblock = -1
+        self.reserve = max(MIN_RESERVE, self.pool.z.nz // RESERVE_SHARE)
 
     # -- the block protocol (the application's thread) -------------------------------------------
 
@@ -326,7 +349,11 @@ class ZramDisk(_Device):
             k = P - off
             if k > left:
                 k = left
-            if k < P and pool.state[n] & STATE != RESIDENT:
+            st = pool.state[n] & STATE
+            if st == UNMAPPED and pool.z.nfreez < self.reserve:
+                err = -ENOSPC  # growing into new blocks stops here (see RESERVE_SHARE)
+                break
+            if k < P and st != RESIDENT:
                 # A partial write of a block not in a frame: its old content, verified,
                 # goes first (peek also covers one the compressor holds: its frame's copy).
                 if self.rblock != n:
