@@ -204,9 +204,11 @@ def test_records_are_checked():
 
 
 def test_mp_append_does_not_allocate():
-    log = ZramLog(32 * 1024, page_size=1024, mode="kcompressd", compressor="thread")
+    # Task placement with no loop running: sealed pages are stored inline, so what is
+    # measured is the caller's path alone (a thread's own allocations would count too:
+    # gc.mem_alloc is the whole heap's).
+    log = ZramLog(32 * 1024, page_size=1024, mode="kcompressd", compressor="task")
     try:
-        sleep_ms(20)  # the compressor thread has started (its start-up allocates)
         rec = bytearray(b"1700000000,21.5,48\n")
         for i in range(2000):  # warm: pages sealed, handed off, stored
             log.append(rec)
