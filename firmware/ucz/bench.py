@@ -391,7 +391,8 @@ def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", r
         else:
             from .zram import ZramDisk
 
-            dev = ZramDisk(disk_x * ram, ram, block_size=page, mode=mode, compressor=compressor)
+            dev = ZramDisk(int(disk_x * ram) // page * page, ram, block_size=page, mode=mode,
+                           compressor=compressor)
         vfs.VfsLfs2.mkfs(dev)
         fs = vfs.VfsLfs2(dev)
         vfs.mount(fs, "/bench")

