@@ -67,6 +67,9 @@ DELEGATED = (
      "draw a run/compare --json file (free frames, ring, reclaim rate, stalls)"),
     ("export", "ucompressd.rfc2217", "add_arguments", "run",
      "share a board's serial port over the network as rfc2217://host:port (prints the URL)"),
+    ("zram", "ucompressd.zram", "add_arguments", "run",
+     "a program's compressed RAM (ucz.zram) on a board: the data logger or a log/disk load, "
+     "and the device's stats"),
     ("boards", "ucompressd.boards", "add_arguments", "run", "list the board profiles"),
     ("ports", "ucompressd.boards", "add_ports_arguments", "run_ports",
      "attached serial ports and the profiles they may be"),
