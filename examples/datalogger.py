@@ -18,6 +18,7 @@ import sys
 from ucz.compat import ticks_us, ticks_diff
 from ucz import counters as C
 from ucz.zram import ZramLog, ZramDisk, hist_p, ENOSPC
+from ucz.bench import RAMBlockDev  # MicroPython's documented RAM disk: the baseline
 
 RAM = 96 * 1024     # bytes each store may use
 PAGE = 4096         # ZramLog page / ZramDisk block
@@ -52,30 +53,6 @@ class Sensor:
             1 + t // 86400 % 28, t // 3600 % 24, t // 60 % 60, t % 60,
             (self.temp + noise) // 100, (self.temp + noise) % 100, self.hum // 10,
             self.hum % 10, self.press // 10, self.press % 10, self.batt)
-
-
-class RAMBlockDev:
-    """The RAM disk of MicroPython's documentation: blocks in one bytearray."""
-
-    def __init__(self, block_size, num_blocks):
-        self.bs = block_size
-        self.data = bytearray(block_size * num_blocks)
-
-    def readblocks(self, n, buf, off=0):
-        a = n * self.bs + off
-        buf[:] = self.data[a:a + len(buf)]
-
-    def writeblocks(self, n, buf, off=0):
-        a = n * self.bs + off
-        self.data[a:a + len(buf)] = buf
-
-    def ioctl(self, op, arg):
-        if op == 4:
-            return len(self.data) // self.bs
-        if op == 5:
-            return self.bs
-        if op == 6:
-            return 0
 
 
 def _p99(hist):

@@ -239,8 +239,9 @@ class _Lat:
         return None
 
 
-class _RAMBlockDev:
-    """The RAM disk of MicroPython's documentation: blocks in one bytearray."""
+class RAMBlockDev:
+    """The RAM disk of MicroPython's documentation (blocks in one bytearray): the baseline
+    that benchmarks and examples/datalogger.py compare ZramDisk with."""
 
     def __init__(self, block_size, num_blocks):
         self.bs = block_size
@@ -263,6 +264,28 @@ class _RAMBlockDev:
             return 0
 
 
+def _fill(dev, one, most, count, in_asyncio):
+    """Call one() until it returns False or count() reaches most; in_asyncio: inside an
+    asyncio loop with the device's run() task beside it (yielding every 8 calls)."""
+    from .compat import asyncio
+
+    if not in_asyncio:
+        while count() < most and one():
+            pass
+        return
+
+    async def main():
+        t = asyncio.create_task(dev.run())
+        while count() < most and one():
+            if count() & 7 == 0:
+                await asyncio.sleep(0)
+        dev.stop_task()
+        await asyncio.sleep(0)
+        t.cancel()
+
+    asyncio.run(main())
+
+
 def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", ram=96 * 1024,
          page=4096, disk_x=3, max_records=200000):
     """Fill one store of `ram` bytes with records of one kind until it is full, then read
@@ -274,7 +297,7 @@ def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", r
     zramdisk: littlefs on a ZramDisk of disk_x * ram bytes (so RAM, not blocks, ends it).
     Task placement runs the fill inside asyncio with the device's run() task beside it.
     """
-    from .compat import ticks_us, ticks_diff, asyncio
+    from .compat import ticks_us, ticks_diff
     from .pagedata import copy
 
     gc.collect()
@@ -287,6 +310,24 @@ def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", r
     held = 0
     nbytes = 0
     ok = True
+
+    def recorder(put):
+        # One record through put() (timed); False when the store refused it (full).
+        def one():
+            nonlocal held, nbytes
+            rec = gen.record(held)
+            t0 = ticks_us()
+            try:
+                put(rec)
+            except OSError:
+                return False
+            wl.add(ticks_diff(ticks_us(), t0))
+            held += 1
+            nbytes += len(rec)
+            return True
+
+        return one
+
     if store == "ring":
         buf = bytearray(ram)
         pos = 0
@@ -338,42 +379,8 @@ def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", r
 
         dev = ZramLog(ram, page_size=page, mode=mode, compressor=compressor)
 
-        def fill_log():
-            nonlocal held, nbytes
-            while held < max_records:
-                rec = gen.record(held)
-                t0 = ticks_us()
-                try:
-                    dev.append(rec)
-                except OSError:
-                    break
-                wl.add(ticks_diff(ticks_us(), t0))
-                held += 1
-                nbytes += len(rec)
-
-        async def fill_log_async():
-            nonlocal held, nbytes
-            t = asyncio.create_task(dev.run())
-            while held < max_records:
-                rec = gen.record(held)
-                t0 = ticks_us()
-                try:
-                    dev.append(rec)
-                except OSError:
-                    break
-                wl.add(ticks_diff(ticks_us(), t0))
-                held += 1
-                nbytes += len(rec)
-                if held & 7 == 0:
-                    await asyncio.sleep(0)
-            dev.stop_task()
-            await asyncio.sleep(0)
-            t.cancel()
-
-        if compressor == "task" and mode == "kcompressd":
-            asyncio.run(fill_log_async())
-        else:
-            fill_log()
+        _fill(dev, recorder(dev.append), max_records, lambda: held,
+              compressor == "task" and mode == "kcompressd")
         chk = Records(kind)
         i = 0
         t0 = ticks_us()
@@ -387,7 +394,7 @@ def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", r
         import vfs
 
         if store == "ramblockdev":
-            dev = _RAMBlockDev(512, ram // 512)
+            dev = RAMBlockDev(512, ram // 512)
         else:
             from .zram import ZramDisk
 
@@ -399,36 +406,13 @@ def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", r
         try:
             f = open("/bench/log", "wb")
 
-            def write_one():
-                # One record into the file (a flush every 64, as a logger does); False: full.
-                nonlocal held, nbytes
-                rec = gen.record(held)
-                t0 = ticks_us()
-                try:
-                    f.write(rec)
-                    if held & 63 == 63:
-                        f.flush()
-                except OSError:
-                    return False
-                wl.add(ticks_diff(ticks_us(), t0))
-                held += 1
-                nbytes += len(rec)
-                return True
+            def put(rec):
+                f.write(rec)
+                if held & 63 == 63:
+                    f.flush()  # as a logger does: a crash loses little; full shows here
 
-            async def fill_file_async():
-                t = asyncio.create_task(dev.run())
-                while held < max_records and write_one():
-                    if held & 7 == 0:
-                        await asyncio.sleep(0)
-                dev.stop_task()
-                await asyncio.sleep(0)
-                t.cancel()
-
-            if store == "zramdisk" and compressor == "task" and mode == "kcompressd":
-                asyncio.run(fill_file_async())
-            else:
-                while held < max_records and write_one():
-                    pass
+            _fill(dev, recorder(put), max_records, lambda: held,
+                  store == "zramdisk" and compressor == "task" and mode == "kcompressd")
             try:
                 f.close()
             except OSError:

@@ -302,6 +302,16 @@ class ZramDisk(_Device):
 
     # -- the block protocol (the application's thread) -------------------------------------------
 
+    def _load(self, n):
+        """Block n (not in a frame) into the read buffer, verified; False: EIO (counted)."""
+        if self.rblock != n:
+            self.rblock = -1
+            if not self.pool.peek(n, self.rbuf, 0):
+                self.zc[Z_EIO] += 1
+                return False
+            self.rblock = n
+        return True
+
     def readblocks(self, n, buf, off=0):
         t0 = ticks_us()
         pool = self.pool
@@ -323,13 +333,9 @@ class ZramDisk(_Device):
                 state[n] = s | REF
                 copy(buf, pos, pool.frames, pool.val[n] * P + off, k)
             else:
-                if self.rblock != n:
-                    self.rblock = -1
-                    if not pool.peek(n, self.rbuf, 0):
-                        self.zc[Z_EIO] += 1
-                        err = -EIO
-                        break
-                    self.rblock = n
+                if not self._load(n):
+                    err = -EIO
+                    break
                 copy(buf, pos, self.rbuf, off, k)
             pos += k
             left -= k
@@ -362,16 +368,12 @@ class ZramDisk(_Device):
             if k < P and st != RESIDENT:
                 # A partial write of a block not in a frame: its old content, verified,
                 # goes first (peek also covers one the compressor holds: its frame's copy).
-                if self.rblock != n:
-                    self.rblock = -1
-                    if not pool.peek(n, self.rbuf, 0):
-                        self.zc[Z_EIO] += 1
-                        err = -EIO
-                        break
+                if not self._load(n):
+                    err = -EIO
+                    break
                 f = pool.map_overwrite(n)
                 if f < 0:
-                    self.rblock = n  # still the block's content
-                    err = -ENOSPC
+                    err = -ENOSPC  # the read buffer still holds the block's content
                     break
                 copy(pool.frames, f * P, self.rbuf, 0, P)
             else:

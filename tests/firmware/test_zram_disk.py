@@ -3,9 +3,9 @@
 # (random file operations against a model, full disk, remount) and the allocation-free hot
 # path. CPython (pytest) and MicroPython (tests/mprun.py): plain asserts.
 import gc
-from ucz.compat import MICROPYTHON
+from ucz.compat import MICROPYTHON, zeros
 from ucz import counters as C
-from ucz.pagedata import fill, lcg, TEXT, RANDOM
+from ucz.pagedata import fill, rand, TEXT, RANDOM
 from ucz.pool import ZSTORED, STATE
 from ucz.zram import ZramDisk, ENOSPC, EIO
 
@@ -13,13 +13,11 @@ MODES = (("kswapd", "task"), ("kcompressd", "task"), ("kcompressd", "thread"))
 SCALE = 4 if MICROPYTHON else 1
 
 
-class Rng:
-    def __init__(self, seed):
-        self.x = lcg(seed * 7919 + 1)
-
-    def __call__(self, n):
-        self.x = lcg(self.x)
-        return (self.x >> 8) % n
+def Rng(seed):
+    """n -> a seeded draw in 0..n-1 (pagedata.rand's generator)."""
+    st = zeros("I", 1)
+    st[0] = seed * 7919 + 1
+    return lambda n: rand(st) % n
 
 
 def _content(buf, off, n, rng):
@@ -216,13 +214,13 @@ def _check_all(model, where):
         assert got == want, (where, name, len(got), len(want))
 
 
-def _random_file_ops(make, mkfs, FS, steps, seed):
-    import os
+def _each_mode(make, mkfs, FS, body):
+    """body(disk, fs, mode, comp) on a fresh filesystem at /z on a ZramDisk in every mode
+    (one arena for all: a 400 KB heap fragments); the disk is checked and closed after."""
     import vfs
 
     arena = bytearray(make(None, None))
     for mode, comp in MODES:
-        rng = Rng(seed)
         d = make(mode, comp, arena)
         mounted = False
         try:
@@ -230,56 +228,7 @@ def _random_file_ops(make, mkfs, FS, steps, seed):
             fs = FS(d)
             vfs.mount(fs, "/z")
             mounted = True
-            model = {}
-            for step in range(steps):
-                op = rng(12)
-                names = sorted(model)
-                name = "f%d" % rng(8)
-                live = 0
-                for n in names:
-                    live += len(model[n])
-                if live > LIVE_MAX:
-                    op = 8  # keep the live data well inside the device: delete
-                if op < 3 or not names:  # create / overwrite (a shorter file is a truncate)
-                    data = _line_text(rng, rng(6000))
-                    with open("/z/" + name, "wb") as f:
-                        f.write(data)
-                    model[name] = data
-                elif op < 6:  # append
-                    name = names[rng(len(names))]
-                    data = _line_text(rng, rng(1500))
-                    with open("/z/" + name, "ab") as f:
-                        f.write(data)
-                    model[name] = model[name] + data
-                elif op < 8:  # truncate to empty, then a little
-                    name = names[rng(len(names))]
-                    data = _line_text(rng, rng(100))
-                    with open("/z/" + name, "wb") as f:
-                        f.write(data)
-                    model[name] = data
-                elif op < 10:  # delete
-                    name = names[rng(len(names))]
-                    os.remove("/z/" + name)
-                    del model[name]
-                else:  # rename to a free name
-                    old = names[rng(len(names))]
-                    new = "r%d" % rng(100)
-                    if new not in model:
-                        os.rename("/z/" + old, "/z/" + new)
-                        model[new] = model.pop(old)
-                        name = new
-                if name in model:
-                    with open("/z/" + name, "rb") as f:
-                        assert f.read() == model[name], (mode, comp, step, name)
-                if step % 100 == 0:
-                    _check_all(model, (mode, comp, step))
-                    _sound(d)
-            _check_all(model, (mode, comp, "end"))
-            vfs.umount("/z")
-            vfs.mount(FS(d), "/z")  # remount: everything is still there
-            _check_all(model, (mode, comp, "remount"))
-            s = d.stats(fs)
-            assert 0.0 <= s["stale_share"] <= 1.0 and s["blocks_held"] * d.bs >= 0
+            body(d, fs, mode, comp)
             _sound(d)
         finally:
             if mounted:
@@ -287,6 +236,69 @@ def _random_file_ops(make, mkfs, FS, steps, seed):
             d.close()
         del d
         gc.collect()
+
+
+def _random_file_ops(make, mkfs, FS, steps, seed):
+    import os
+    import vfs
+
+    def body(d, fs, mode, comp):
+        rng = Rng(seed)
+        model = {}
+        for step in range(steps):
+            op = rng(12)
+            names = sorted(model)
+            name = "f%d" % rng(8)
+            live = 0
+            for n in names:
+                live += len(model[n])
+            if live > LIVE_MAX:
+                op = 8  # keep the live data well inside the device: delete
+            if op < 3 or not names:  # create / overwrite (a shorter file is a truncate)
+                data = _line_text(rng, rng(6000))
+                with open("/z/" + name, "wb") as f:
+                    f.write(data)
+                model[name] = data
+            elif op < 6:  # append
+                name = names[rng(len(names))]
+                data = _line_text(rng, rng(1500))
+                with open("/z/" + name, "ab") as f:
+                    f.write(data)
+                model[name] = model[name] + data
+            elif op < 8:  # truncate to empty, then a little
+                name = names[rng(len(names))]
+                data = _line_text(rng, rng(100))
+                with open("/z/" + name, "wb") as f:
+                    f.write(data)
+                model[name] = data
+            elif op < 10:  # delete
+                name = names[rng(len(names))]
+                os.remove("/z/" + name)
+                del model[name]
+            else:  # rename to a free name
+                old = names[rng(len(names))]
+                new = "r%d" % rng(100)
+                if new not in model:
+                    os.rename("/z/" + old, "/z/" + new)
+                    model[new] = model.pop(old)
+                    name = new
+            if name in model:
+                with open("/z/" + name, "rb") as f:
+                    assert f.read() == model[name], (mode, comp, step, name)
+            if step % 100 == 0:
+                _check_all(model, (mode, comp, step))
+                _sound(d)
+        _check_all(model, (mode, comp, "end"))
+        vfs.umount("/z")
+        fs = FS(d)
+        vfs.mount(fs, "/z")  # remount: everything is still there
+        _check_all(model, (mode, comp, "remount"))
+        s = d.stats(fs)
+        # The stale share: of the blocks the device holds, those the filesystem does not use.
+        assert s["blocks_held"] * d.bs >= s["fs_used_bytes"] > 0
+        assert 0.0 <= s["stale_share"] < 1.0
+
+    _each_mode(make, mkfs, FS, body)
 
 
 LIVE_MAX = 24 * 1024  # live bytes in the random file tests (the devices offer 128+ KB)
@@ -323,58 +335,46 @@ def _fill_up(FS, make, mkfs):
     import os
     import vfs
 
-    arena = bytearray(make(None, None))
-    for mode, comp in MODES:
-        d = make(mode, comp, arena)
-        mounted = False
-        try:
-            mkfs(d)
-            vfs.mount(FS(d), "/z")
-            mounted = True
-            model = {}
-            rng = Rng(9)
-            for i in range(4):  # some text files first
-                data = _line_text(rng, 3000)
-                with open("/z/t%d" % i, "wb") as f:
-                    f.write(data)
-                model["t%d" % i] = data
-            # Then incompressible data until the device refuses it.
-            chunk = bytearray(1024)
-            err = None
-            for i in range(1000):
-                try:
-                    with open("/z/r%d" % i, "wb") as f:
-                        for j in range(RANDOM_CHUNKS):
-                            fill(chunk, 0, 1024, RANDOM, i, j, 0)
-                            f.write(chunk)
-                except OSError as e:
-                    err = e
-                    break
-                model["r%d" % i] = i
-            assert err is not None, (mode, comp)
-            assert d.stats()["enospc"] > 0 and d.last_error == ENOSPC
-            # The half-written file may be there, in any length: the rest is what it was.
-            left = [n for n in os.listdir("/z") if n not in model]
-            for n in left:
-                os.remove("/z/" + n)
-            _check_all(model, (mode, comp, "full"))
-            vfs.umount("/z")
-            vfs.mount(FS(d), "/z")
-            _check_all(model, (mode, comp, "full, remounted"))
-            # Freeing a file makes room again.
-            os.remove("/z/r0")
-            del model["r0"]
-            with open("/z/after", "wb") as f:
-                f.write(b"still works")
-            model["after"] = b"still works"
-            _check_all(model, (mode, comp, "after"))
-            _sound(d)
-        finally:
-            if mounted:
-                vfs.umount("/z")
-            d.close()
-        del d
-        gc.collect()
+    def body(d, fs, mode, comp):
+        model = {}
+        rng = Rng(9)
+        for i in range(4):  # some text files first
+            data = _line_text(rng, 3000)
+            with open("/z/t%d" % i, "wb") as f:
+                f.write(data)
+            model["t%d" % i] = data
+        # Then incompressible data until the device refuses it.
+        chunk = bytearray(1024)
+        err = None
+        for i in range(1000):
+            try:
+                with open("/z/r%d" % i, "wb") as f:
+                    for j in range(RANDOM_CHUNKS):
+                        fill(chunk, 0, 1024, RANDOM, i, j, 0)
+                        f.write(chunk)
+            except OSError as e:
+                err = e
+                break
+            model["r%d" % i] = i
+        assert err is not None, (mode, comp)
+        assert d.stats()["enospc"] > 0 and d.last_error == ENOSPC
+        # The half-written file may be there, in any length: the rest is what it was.
+        left = [n for n in os.listdir("/z") if n not in model]
+        for n in left:
+            os.remove("/z/" + n)
+        _check_all(model, (mode, comp, "full"))
+        vfs.umount("/z")
+        vfs.mount(FS(d), "/z")
+        _check_all(model, (mode, comp, "full, remounted"))
+        # Freeing a file makes room again.
+        os.remove("/z/r0")
+        del model["r0"]
+        with open("/z/after", "wb") as f:
+            f.write(b"still works")
+        model["after"] = b"still works"
+        _check_all(model, (mode, comp, "after"))
+
+    _each_mode(make, mkfs, FS, body)
 
 
 def test_mp_littlefs_full_disk_is_an_error_not_a_loss():

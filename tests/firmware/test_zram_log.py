@@ -2,8 +2,8 @@
 # gives back, ENOSPC without a loss, the ring mode, verification, and (MicroPython) an
 # append path that allocates nothing. CPython (pytest) and MicroPython (tests/mprun.py).
 import gc
-from ucz.compat import MICROPYTHON, sleep_ms
-from ucz.pagedata import fill, lcg, RANDOM
+from ucz.compat import MICROPYTHON, sleep_ms, zeros
+from ucz.pagedata import fill, rand, RANDOM
 from ucz.pool import ZSTORED, STATE
 from ucz.zram import ZramLog, ENOSPC, EIO
 
@@ -12,13 +12,11 @@ SCALE = 4 if MICROPYTHON else 1
 PS = 1024
 
 
-class Rng:
-    def __init__(self, seed):
-        self.x = lcg(seed * 7919 + 1)
-
-    def __call__(self, n):
-        self.x = lcg(self.x)
-        return (self.x >> 8) % n
+def Rng(seed):
+    """n -> a seeded draw in 0..n-1 (pagedata.rand's generator)."""
+    st = zeros("I", 1)
+    st[0] = seed * 7919 + 1
+    return lambda n: rand(st) % n
 
 
 def _record(i, rng):
