@@ -76,9 +76,10 @@ Z_EIO = const(4)          # reads failed by a checksum mismatch
 Z_BYTES_IN = const(5)     # application bytes written (wraps at 2**32)
 Z_OVERWRITTEN = const(6)  # log records dropped by overwrite=True
 Z_DROPPED = const(7)      # log records dropped by drop()
-NZ = const(8)
+Z_FAT_FREED = const(8)    # clusters FAT freed that the device discarded (fat_discard)
+NZ = const(9)
 Z_NAMES = ("reads", "writes", "discarded", "enospc", "eio", "bytes_written", "overwritten",
-           "dropped")
+           "dropped", "fat_freed")
 
 
 def layout(ram, page_size):
@@ -274,13 +275,14 @@ class ZramDisk(_Device):
         disk = ZramDisk(256 * 1024, 96 * 1024)
         vfs.VfsLfs2.mkfs(disk); vfs.mount(vfs.VfsLfs2(disk), "/zram")
     Written blocks stay in frames (a write-back cache) until reclaim stores them; a block
-    never written (or erased: discard) reads as zeros. Reads of stored blocks decompress into
+    never written (or erased: discard) reads as zeros. fat_discard: watch a FAT volume's
+    allocation table and discard the clusters it frees (see "FAT-aware discard"). Reads of stored blocks decompress into
     a one-block read buffer, verified against the page table's checksum (EIO on mismatch),
     and leave the store as it was.
     """
 
     def __init__(self, size=None, ram=64 * 1024, block_size=4096, mode=None,
-                 compressor="thread", arena=None):
+                 compressor="thread", arena=None, fat_discard=True):
         if block_size & (block_size - 1) or not 512 <= block_size <= 4096:
             raise ValueError("block_size: must be a power of two in 512..4096")
         nframes, zbytes = layout(ram, block_size)
@@ -299,6 +301,12 @@ class ZramDisk(_Device):
         self.rbuf = bytearray(block_size)  # the read buffer: the last stored block read
         self.rblock = -1
         self.reserve = max(MIN_RESERVE, self.pool.z.nz // RESERVE_SHARE)
+        # FAT-aware discard: the geometry of the FAT volume found in block 0, if any
+        # (fat_lo, fat_hi: the first FAT's blocks; data start; sectors per cluster;
+        # clusters; 12/16/32), and the old content of a FAT block being rewritten.
+        self.fat_discard = fat_discard
+        self.fat = None
+        self.fatbuf = None
 
     # -- the block protocol (the application's thread) -------------------------------------------
 
@@ -365,6 +373,10 @@ class ZramDisk(_Device):
             if st == UNMAPPED and pool.z.nfreez < self.reserve:
                 err = -ENOSPC  # growing into new blocks stops here (see RESERVE_SHARE)
                 break
+            fat = self.fat
+            # A block of the first FAT: its old entries, before anything changes.
+            watch = (fat is not None and fat[0] <= n < fat[1]
+                     and self._old_into_fatbuf(n, st))
             if k < P and st != RESIDENT:
                 # A partial write of a block not in a frame: its old content, verified,
                 # goes first (peek also covers one the compressor holds: its frame's copy).
@@ -385,6 +397,10 @@ class ZramDisk(_Device):
                 self.rblock = -1
             copy(pool.frames, f * P + off, buf, pos, k)
             pool.written(n)
+            if watch:
+                self._fat_freed(n, f * P)
+            if n == 0 and self.fat_discard:
+                self._fat_parse(f * P)
             pos += k
             left -= k
             off = 0
@@ -397,6 +413,97 @@ class ZramDisk(_Device):
         self._kswapd()
         C.hist_add(self.whist, ticks_diff(ticks_us(), t0))
         return err
+
+    # -- FAT-aware discard ----------------------------------------------------------------------------
+    # FAT never tells a device what it freed (MicroPython builds FatFs without TRIM), but it
+    # writes the allocation table through the device: an entry of the first FAT that goes from
+    # non-zero to zero in a write is a cluster the volume no longer uses, so its blocks are
+    # discarded. Sound because FatFs only changes entries in its one-sector window and writes
+    # that sector whole: a cluster reallocated before the flush is non-zero in it, and data
+    # written to a free cluster afterwards simply maps its block again. FAT12 entries that
+    # straddle two sectors are skipped (their halves are written separately): their clusters
+    # stay until reused.
+
+    def _old_into_fatbuf(self, n, st):
+        if st == UNMAPPED:
+            memset32(self.fatbuf, 0, self.bs, self.pool._zero, 0)
+            return True
+        return self.pool.peek(n, self.fatbuf, 0)
+
+    def _fat_parse(self, off):
+        b = self.pool.frames
+        P = self.bs
+        self.fat = None
+        if b[off + 510] != 0x55 or b[off + 511] != 0xAA:
+            return
+        bps = b[off + 11] | b[off + 12] << 8
+        spc = b[off + 13]
+        rsvd = b[off + 14] | b[off + 15] << 8
+        nfats = b[off + 16]
+        roots = b[off + 17] | b[off + 18] << 8
+        tot = b[off + 19] | b[off + 20] << 8
+        fsz = b[off + 22] | b[off + 23] << 8
+        if tot == 0:
+            tot = b[off + 32] | b[off + 33] << 8 | b[off + 34] << 16 | b[off + 35] << 24
+        if fsz == 0:
+            fsz = b[off + 36] | b[off + 37] << 8 | b[off + 38] << 16 | b[off + 39] << 24
+        if bps != P or not spc or spc & (spc - 1) or not rsvd or not nfats or not fsz:
+            return
+        data = rsvd + nfats * fsz + (roots * 32 + P - 1) // P
+        if tot > self.nblocks or data >= tot:
+            return
+        nclus = (tot - data) // spc
+        kind = 12 if nclus < 4085 else 16 if nclus < 65525 else 32
+        self.fat = (rsvd, rsvd + fsz, data, spc, nclus, kind)
+        if self.fatbuf is None:
+            self.fatbuf = bytearray(P)
+
+    def _fat_freed(self, n, off):
+        lo, hi, data, spc, nclus, kind = self.fat
+        new = self.pool.frames
+        old = self.fatbuf
+        P = self.bs
+        r = (n - lo) * P  # byte offset of this block in the FAT
+        if kind == 12:
+            e = (2 * r + 2) // 3
+            while True:
+                o = e * 3 // 2 - r
+                if o + 1 >= P:
+                    break
+                if o >= 0:
+                    a = old[o] | old[o + 1] << 8
+                    b = new[off + o] | new[off + o + 1] << 8
+                    if e & 1:
+                        a >>= 4
+                        b >>= 4
+                    if a & 0xFFF and not b & 0xFFF:
+                        self._free_cluster(e, data, spc, nclus)
+                e += 1
+            return
+        w = 2 if kind == 16 else 4
+        e = r // w
+        for o in range(0, P, w):
+            a = old[o] | old[o + 1] << 8
+            b = new[off + o] | new[off + o + 1] << 8
+            if w == 4:
+                a |= (old[o + 2] | (old[o + 3] & 0x0F) << 8) << 16
+                b |= (new[off + o + 2] | (new[off + o + 3] & 0x0F) << 8) << 16
+            if a and not b:
+                self._free_cluster(e, data, spc, nclus)
+            e += 1
+
+    def _free_cluster(self, c, data, spc, nclus):
+        if not 2 <= c < nclus + 2:
+            return
+        p = data + (c - 2) * spc
+        for _ in range(spc):
+            if p < self.nblocks:
+                if self.rblock == p:
+                    self.rblock = -1
+                if self.pool.discard(p):
+                    self.zc[Z_DISCARDED] += 1
+            p += 1
+        self.zc[Z_FAT_FREED] += 1
 
     def ioctl(self, op, arg):
         if op == 4:  # block count
@@ -422,18 +529,24 @@ class ZramDisk(_Device):
         filesystem uses and the stale share: blocks holding data the filesystem has freed."""
         d = _Device.stats(self)
         pool = self.pool
-        held = 0
+        # FAT's statvfs counts data clusters only: its boot sector, FATs and root directory
+        # are left out of the stale share's blocks too.
+        first = self.fat[2] if self.fat is not None else 0
+        held = held_data = 0
         for p in range(self.nblocks):
             if pool.state[p] & STATE:
                 held += 1
+                if p >= first:
+                    held_data += 1
         d["blocks"] = self.nblocks
         d["blocks_held"] = held
         d["disksize"] = self.nblocks * self.bs
+        d["fat_discard"] = self.fat is not None
         if fs is not None:
             st = fs.statvfs("/")
             used = (st[2] - st[3]) * st[1]  # (f_blocks - f_bfree) * f_frsize
             d["fs_used_bytes"] = used
-            hb = held * self.bs
+            hb = held_data * self.bs
             d["stale_share"] = 0.0 if hb <= used else (hb - used) / hb
         return d
 

@@ -400,6 +400,46 @@ def test_mp_fat_full_disk_is_an_error_not_a_loss():
     _fill_up(vfs.VfsFat, make, vfs.VfsFat.mkfs)
 
 
+def test_mp_fat_discard_gives_deleted_files_memory_back():
+    import os
+    import vfs
+
+    held = {}
+    arena = bytearray(112 * 1024)
+    for fat_discard in (False, True):
+        d = ZramDisk(None, 112 * 1024, block_size=512, mode="kswapd", arena=arena,
+                     fat_discard=fat_discard)
+        vfs.VfsFat.mkfs(d)
+        fs = vfs.VfsFat(d)
+        vfs.mount(fs, "/z")
+        try:
+            rng = Rng(21)
+            files = {}
+            for i in range(6):
+                files[i] = _line_text(rng, 8000)
+                with open("/z/f%d" % i, "wb") as f:
+                    f.write(files[i])
+            full = d.stats(fs)
+            for i in range(0, 6, 2):  # delete half
+                os.remove("/z/f%d" % i)
+            s = d.stats(fs)
+            held[fat_discard] = (full["blocks_held"], s["blocks_held"], s["fat_freed"],
+                                 s["stale_share"])
+            for i in range(1, 6, 2):  # the others are intact
+                with open("/z/f%d" % i, "rb") as f:
+                    assert f.read() == files[i], (fat_discard, i)
+            _sound(d)
+        finally:
+            vfs.umount("/z")
+            d.close()
+        d = None
+        gc.collect()
+    before, after, freed, stale = held[False]
+    assert after == before and freed == 0 and stale > 0.4, held  # FAT alone frees nothing
+    before, after, freed, stale = held[True]
+    assert freed >= 3 * 15 and after < before - 3 * 15 and stale < 0.1, held
+
+
 def test_mp_resident_block_io_does_not_allocate():
     bs = 4096
     # No compressor thread: gc.mem_alloc() counts the whole heap's, a thread's included.
