@@ -287,14 +287,16 @@ def _fill(dev, one, most, count, in_asyncio):
 
 
 def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", ram=96 * 1024,
-         page=4096, disk_x=3, max_records=200000):
+         page=4096, disk_x=2, max_records=200000, block=1024):
     """Fill one store of `ram` bytes with records of one kind until it is full, then read
     every record back (verified against the generator). Returns what it held and the write
     and read latencies (us: p50/p99/max; throughput over the time inside the write calls).
 
     ring: a bytearray ring (held: the newest records that fit once it wrapped);
     ramblockdev: littlefs on the documented RAM disk; zramlog: ucz.zram.ZramLog;
-    zramdisk: littlefs on a ZramDisk of disk_x * ram bytes (so RAM, not blocks, ends it).
+    zramdisk: littlefs on a ZramDisk of disk_x * ram bytes in `block`-byte blocks (so RAM,
+    not blocks, ends it; one growing file leaves littlefs little stale data). page: the
+    ZramLog's page.
     Task placement runs the fill inside asyncio with the device's run() task beside it.
     """
     from .compat import ticks_us, ticks_diff
@@ -305,7 +307,7 @@ def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", r
     wl = _Lat()
     rl = _Lat()
     out = {"kind": kind, "store": store, "mode": mode, "compressor": compressor, "ram": ram,
-           "page": page, "platform": _impl()}
+           "page": page, "block": block, "disk_x": disk_x, "platform": _impl()}
     dev = None
     held = 0
     nbytes = 0
@@ -398,8 +400,8 @@ def zram(kind="text", store="zramlog", mode="kcompressd", compressor="thread", r
         else:
             from .zram import ZramDisk
 
-            dev = ZramDisk(int(disk_x * ram) // page * page, ram, block_size=page, mode=mode,
-                           compressor=compressor)
+            dev = ZramDisk(int(disk_x * ram) // block * block, ram, block_size=block,
+                           mode=mode, compressor=compressor)
         vfs.VfsLfs2.mkfs(dev)
         fs = vfs.VfsLfs2(dev)
         vfs.mount(fs, "/bench")

@@ -61,7 +61,7 @@ def board_code(ns: argparse.Namespace) -> str:
     mode = ns.mode or "kcompressd"
     return (head + "import ucz.bench\n"
             f"_r = ucz.bench.zram({ns.kind!r}, {store!r}, {mode!r}, {ns.compressor!r}, {ram},"
-            f" {ns.page}, disk_x=2)\n"
+            f" {ns.page}, block={ns.page})\n"
             f"print({RESULT!r}, json.dumps(_r))\n")
 
 
