@@ -525,30 +525,33 @@ class Pool:
     def discard(self, p):
         """Forget page p (zram discard): its frame, slot or word is freed; it reads as zeros
         again. Returns False when it held nothing."""
-        s = self.state[p]
-        st = s & STATE
-        if st == UNMAPPED:
-            return False
-        if st == QUEUED or st == WRITEBACK:
-            # Take it back from the compressor first (it drops its copy at publish time).
-            st = RESIDENT if self._rescue(p) >= 0 else self.state[p] & STATE
         lk = self.lock
-        while not lk.acquire(0):  # spin (see LOCKING)
-            pass
-        try:
-            if st == RESIDENT:
-                f = self.val[p]
-                self.owner[f] = NONE
-                self.flist[self.nfree] = f
-                self.nfree += 1
-            elif st == ZSTORED:
-                self.z.free(self.val[p], self.clen[p])
-            elif st == SAME:
-                self.nsame -= 1
-            self.state[p] = UNMAPPED
-        finally:
-            lk.release()
-        return True
+        while True:
+            while not lk.acquire(0):  # spin (see LOCKING)
+                pass
+            try:
+                st = self.state[p] & STATE
+                if st != WRITEBACK:
+                    if st == UNMAPPED:
+                        return False
+                    if st == QUEUED:  # not taken yet: its ring entry goes stale
+                        self.nqueued -= 1
+                        st = RESIDENT
+                    if st == RESIDENT:
+                        f = self.val[p]
+                        self.owner[f] = NONE
+                        self.flist[self.nfree] = f
+                        self.nfree += 1
+                    elif st == ZSTORED:
+                        self.z.free(self.val[p], self.clen[p])
+                    elif st == SAME:
+                        self.nsame -= 1
+                    self.state[p] = UNMAPPED
+                    return True
+            finally:
+                lk.release()
+            # WRITEBACK: the compressor reads the frame until it publishes (one page): its
+            # frame cannot go back to the free list before that.
 
     def peek(self, p, dst, doff):
         """Page p's content into dst[doff:doff+P] without mapping it: from its frame, the
