@@ -312,6 +312,13 @@ class ZramDisk(_Device):
 
     # -- the block protocol (the application's thread) -------------------------------------------
 
+    def _piece(self, n, off, left):
+        """Bytes of a transfer that fall in block n from off (0: n is past the end)."""
+        if n >= self.nblocks:
+            return 0
+        k = self.bs - off
+        return left if k > left else k
+
     def _load(self, n):
         """Block n (not in a frame) into the read buffer, verified; False: EIO (counted)."""
         if self.rblock != n:
@@ -332,12 +339,10 @@ class ZramDisk(_Device):
         self.zc[Z_READS] += 1
         err = 0
         while left:
-            if n >= self.nblocks:
+            k = self._piece(n, off, left)
+            if not k:
                 err = -EINVAL
                 break
-            k = P - off
-            if k > left:
-                k = left
             s = state[n]
             if s & STATE == RESIDENT:
                 state[n] = s | REF
@@ -365,12 +370,10 @@ class ZramDisk(_Device):
         self.zc[Z_WRITES] += 1
         err = 0
         while left:
-            if n >= self.nblocks:
+            k = self._piece(n, off, left)
+            if not k:
                 err = -EINVAL
                 break
-            k = P - off
-            if k > left:
-                k = left
             st = pool.state[n] & STATE
             if st == UNMAPPED and pool.z.nfreez < self.reserve:
                 err = -ENOSPC  # growing into new blocks stops here (see RESERVE_SHARE)
