@@ -44,18 +44,7 @@ class ZPool:
             raise ValueError("zpool: arena too small")
         self.buf = buf
         self.base = base
-        # Size classes: slot = zspage//k (8-aligned), k = 1.. while slots >= max(32, zspage/64).
-        min_slot = max(32, zspage >> _SLOT_BITS)
-        sizes = []
-        k = 1
-        while True:
-            s = (zspage // k) & ~7
-            if s < min_slot:
-                break
-            if not sizes or s != sizes[-1]:
-                sizes.append(s)
-            k += 1
-        sizes.reverse()  # ascending
+        sizes = _class_sizes(zspage)
         ncls = len(sizes)
         self.ncls = ncls
         self.slot = zeros("H", ncls)
@@ -208,6 +197,29 @@ class ZPool:
                 prev = zp
                 zp = self.znext[zp]
         return True
+
+
+def _class_sizes(zspage):
+    """Size classes, ascending: slot = zspage//k (8-aligned), k = 1.. while slots >=
+    max(32, zspage/64)."""
+    min_slot = max(32, zspage >> _SLOT_BITS)
+    sizes = []
+    k = 1
+    while True:
+        s = (zspage // k) & ~7
+        if s < min_slot:
+            break
+        if not sizes or s != sizes[-1]:
+            sizes.append(s)
+        k += 1
+    sizes.reverse()
+    return sizes
+
+
+def meta_bytes_for(nbytes, page_size):
+    """ZPool(nbytes, page_size).meta_bytes() without building one (the host sizes runs)."""
+    zspage = page_size * zspage_pages(nbytes, page_size)
+    return 7 * (nbytes // zspage) + 3 * len(_class_sizes(zspage)) + (page_size >> 3) + 1
 
 
 def zspage_pages(nbytes, page_size):

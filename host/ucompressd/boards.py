@@ -26,7 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ucompressd import errors
+from ucompressd.errors import InputError
+from ucompressd.sizing import FIRMWARE_HEAP
+from ucompressd.sizing import heap_needed as run_heap_needed
 
 ENV_BOARDS = "UCOMPRESSD_BOARDS"  # extra profile folder, searched first (a user's own boards)
 
@@ -56,17 +58,13 @@ UF2_FAMILIES = {
 BOOTSEL_BOARD_ID = {"RP2040": "RPI-RP2", "RP2350": "RP2350"}
 
 MAX_MEMORY = 64 << 20  # no MCU board we know has more SRAM or PSRAM than this
-FIRMWARE_HEAP = 60 << 10  # heap the firmware itself needs beside frames and zpool
-# Pool metadata (ucz/pool.py): per page state byte + val + length + version + checksum; per
-# frame owner + free-list slot; per ring slot one u16; per zspage (ucz/zpool.py) 7 bytes.
-META_PER_PAGE, META_PER_FRAME, META_PER_RING, META_PER_ZSPAGE = 13, 4, 2, 7
 DEFAULT_KEYS = ("page_size", "pages", "frames", "zpool", "ring", "compressor")
 
 _USB_ID = re.compile(r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile that cannot be used: "FILE: field: problem", or an unknown board name."""
 
 
@@ -146,6 +144,13 @@ class Profile:
     notes: str = ""
     path: Path | None = field(default=None, compare=False)
 
+    @property
+    def kind(self) -> str:
+        """How a board of this profile is started when no --port is given (experiment.open_board):
+        "sim" the MicroPython unix port behind a pty; "real" a board only a --port reaches (a
+        simulated board with its heap stands in)."""
+        return "sim" if self.port == "unix" else "real"
+
     def config(self) -> dict[str, Any]:
         """The run configuration these defaults give (ucz.runner.config filled in)."""
         from ucz import runner
@@ -158,16 +163,9 @@ class Profile:
 
 
 def heap_needed(cfg: dict[str, Any]) -> int:
-    from ucz.pool import arena_bytes
-    from ucz.zpool import zspage_pages
-
-    ps, zbytes = cfg["page_size"], cfg["zpool"]
-    nz = zbytes // (ps * zspage_pages(zbytes, ps))
-    meta = (
-        META_PER_PAGE * cfg["pages"] + META_PER_FRAME * cfg["frames"]
-        + META_PER_RING * cfg["ring"] + META_PER_ZSPAGE * nz
-    )
-    return arena_bytes(cfg["frames"], ps, zbytes) + meta + FIRMWARE_HEAP
+    """Heap a run with `cfg` takes on a board with nothing else loaded: its preallocations
+    (sizing.heap_needed, the firmware's own arithmetic) + the firmware itself."""
+    return run_heap_needed(cfg) + FIRMWARE_HEAP
 
 
 # -- where profiles live ---------------------------------------------------------------------------
@@ -458,41 +456,6 @@ def _kind(v: Any) -> str:
             type(None): "null", int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
 
 
-# -- serial ports ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PortMatch:
-    device: str
-    usb: str | None  # "VID:PID" or None for a port without USB ids (pty, rfc2217, built-in UART)
-    serial_number: str | None
-    description: str
-    profiles: tuple[str, ...]  # candidate boards, best first (several share one USB-UART)
-
-
-def match_port(info: Any, profiles: dict[str, Profile] | None = None) -> PortMatch:
-    """Which profiles fit one serial port (a serial.tools.list_ports ListPortInfo, or anything
-    with device/vid/pid/serial_number/description). VID:PID must match; a profile that gives a
-    serial-number pattern must match that too."""
-    profiles = all_profiles() if profiles is None else profiles
-    vid, pid = getattr(info, "vid", None), getattr(info, "pid", None)
-    serial = getattr(info, "serial_number", None)
-    names = tuple(
-        n for n, p in profiles.items() if any(u.matches(vid, pid, serial) for u in p.usb)
-    )
-    usb = f"{vid:04X}:{pid:04X}" if vid is not None and pid is not None else None
-    desc = getattr(info, "description", None) or getattr(info, "product", None) or ""
-    return PortMatch(info.device, usb, serial, desc if desc != "n/a" else "", names)
-
-
-def attached_ports(profiles: dict[str, Profile] | None = None) -> list[PortMatch]:
-    """The serial ports on this machine, each with the profiles it may be."""
-    from serial.tools import list_ports
-
-    profiles = all_profiles() if profiles is None else profiles
-    return [match_port(i, profiles) for i in sorted(list_ports.comports(), key=lambda i: i.device)]
-
-
 # -- CLI: `ucompressd boards` and `ucompressd ports` -----------------------------------------------
 
 
@@ -515,14 +478,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    try:
-        if args.show:
-            p = load(args.show)
-            console.print(_show(p), highlight=False)
-            return 0
-        profiles = all_profiles()
-    except ProfileError as e:
-        return errors.usage(e)
+    if args.show:
+        console.print(_show(load(args.show)), highlight=False)
+        return 0
+    profiles = all_profiles()
     t = Table(title="Board profiles")
     t.add_column("board", no_wrap=True)
     for col in ("chip", "firmware", "mpy arch", "SRAM", "PSRAM", "heap", "compressor"):
@@ -564,35 +523,3 @@ def _show(p: Profile) -> str:
     if p.notes:
         lines.append(f"  notes         {p.notes}")
     return "\n".join(lines)
-
-
-def add_ports_arguments(ap: argparse.ArgumentParser) -> None:
-    """The `ports` subcommand's options."""
-    ap.add_argument("--all", action="store_true",
-                    help="also list ports that match no profile")
-
-
-def run_ports(args: argparse.Namespace) -> int:
-    """`ucompressd ports`: attached serial ports and the profiles they may be."""
-    from rich.console import Console
-    from rich.table import Table
-
-    try:
-        matches = attached_ports()
-    except ProfileError as e:
-        return errors.usage(e)
-    shown = [m for m in matches if m.profiles or getattr(args, "all", False)]
-    console = Console()
-    if not shown:
-        hidden = len(matches) - len(shown)
-        more = f" ({hidden} other ports: --all lists them)" if hidden else ""
-        console.print(f"no serial port matches a board profile{more}", highlight=False)
-        return 0
-    t = Table(title="Serial ports")
-    for col in ("port", "VID:PID", "serial number", "description", "board"):
-        t.add_column(col, no_wrap=col in ("port", "VID:PID"))
-    for m in shown:
-        t.add_row(m.device, m.usb or "-", m.serial_number or "-", m.description or "-",
-                  " | ".join(m.profiles) or "-")
-    console.print(t)
-    return 0

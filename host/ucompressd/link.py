@@ -193,7 +193,11 @@ class Link:
                     continue
                 if "ev" in msg:
                     if msg["ev"] == "result" and isinstance(msg.get("data"), dict):
-                        parts.update(msg["data"])
+                        if msg.get("extend"):  # a long list, in order, a line at a time
+                            for k, v in msg["data"].items():
+                                parts.setdefault(k, []).extend(v)
+                        else:
+                            parts.update(msg["data"])
                         continue
                     if msg["ev"] == "log":
                         self.log.append(str(msg.get("data")))

@@ -221,6 +221,15 @@ class Session:
         self.running = True
         self._seen = b""
 
+    def write_file(self, path: str, data: bytes, chunk: int = 256) -> None:
+        """The file at `path` on the board holds `data` (mpremote's fs_writefile)."""
+        with self._mp(f"writing {path}"):
+            self.t.fs_writefile(path, data, chunk_size=chunk)
+
+    def read_file(self, path: str, chunk: int = 256) -> bytes:
+        with self._mp(f"reading {path}"):
+            return bytes(self.t.fs_readfile(path, chunk_size=chunk))
+
     def soft_reset(self, timeout: float | None = None) -> None:
         """A fresh interpreter, back at the raw REPL."""
         with self._mp("soft reset"):

