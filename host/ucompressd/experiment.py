@@ -133,8 +133,9 @@ def run(
     try:
         with Link(board.url, timeout=timeout) as link:
             hello = link.hello
-            cfg = sizing.fit({**cfg, "zpool": 0} if auto_zpool else cfg, hello.get("mem_free"),
-                             given)
+            if hello.get("mem_free") is not None:  # (CPython reports none: nothing to fit)
+                cfg = sizing.fit({**cfg, "zpool": 0} if auto_zpool else cfg, hello["mem_free"],
+                                 given)
             # The run streams a sample every sample_ms: silence longer than a few means trouble.
             silence = max(timeout, 3 * cfg.get("sample_ms", 0) / 1000)
             try:

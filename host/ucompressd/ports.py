@@ -43,13 +43,13 @@ def attached_ports(profiles: dict[str, Profile] | None = None) -> list[PortMatch
 
 
 
-def add_ports_arguments(ap: argparse.ArgumentParser) -> None:
+def add_arguments(ap: argparse.ArgumentParser) -> None:
     """The `ports` subcommand's options."""
     ap.add_argument("--all", action="store_true",
                     help="also list ports that match no profile")
 
 
-def run_ports(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     """`ucompressd ports`: attached serial ports and the profiles they may be."""
     from rich.console import Console
     from rich.table import Table
