@@ -15,6 +15,7 @@ import pytest
 from ucompressd import boards, deploy, staging
 from ucompressd.cli import main
 from ucompressd.deploy import DeployError, DeployInputError
+from ucompressd.session import PortError
 from ucompressd.session import wait_for_repl as wait_for_board
 from ucompressd.staging import CompileError, ToolchainError
 from ucompressd.sim import SimBoard
@@ -128,7 +129,7 @@ def test_broken_module_fails_the_import_check(fresh: SimBoard,
     fake = tmp_path / "ucz"
     shutil.copytree(FIRMWARE, fake, ignore=shutil.ignore_patterns("__pycache__"))
     (fake / "scanner.py").write_text("raise ValueError('scanner is broken')\n")
-    monkeypatch.setattr(deploy, "firmware_dir", lambda: fake)
+    monkeypatch.setattr(staging, "firmware_dir", lambda: fake)
     with pytest.raises(DeployError, match=r"importing the deployed package: ValueError: "
                                           r"scanner is broken"):
         deploy.deploy(fresh.port)
@@ -171,8 +172,15 @@ def test_wait_for_board_polls_until_the_repl_answers(board: SimBoard, tmp_path: 
 
 
 def test_no_board_on_the_port(tmp_path: Path) -> None:
-    with pytest.raises(DeployError, match=r"no MicroPython REPL answered on .*ttyACM9"):
+    with pytest.raises(PortError, match=r"cannot open port .*ttyACM9"):
         deploy.deploy(str(tmp_path / "ttyACM9"), boot_timeout=0.3)
+    master, slave = os.openpty()  # a port with nothing behind it: never answers
+    try:
+        with pytest.raises(DeployError, match=r"no MicroPython REPL answered on /dev/pts/"):
+            deploy.deploy(os.ttyname(slave), boot_timeout=0.5)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_cli_deploy(board: SimBoard, capsys: pytest.CaptureFixture[str]) -> None:

@@ -199,6 +199,8 @@ def deploy(
         viper = [n for n in names if n.endswith("_viper")]
         version, impl, viper_errors = _eval(s, _VERIFY % (plain, viper),
                                             "importing the deployed package", VERIFY_TIMEOUT)
+    except BoardError as e:  # the session's words, as this layer's error
+        raise DeployError(str(e)) from None
     finally:
         s.close()
     report.version, report.lz4_impl, report.viper_errors = version, impl, viper_errors
