@@ -77,6 +77,7 @@ def _hello():
         "gil": gil,
         "mem_free": free,
         "mem_alloc": alloc,
+        "word": 8 if sys.maxsize > 0xFFFFFFFF else 4,  # bytes per machine word (objects scale)
         "max_line": wire.MAX_LINE,
         "fw_sha256": firmware_digest(),
     }

@@ -27,8 +27,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from ucompressd.errors import InputError
-from ucompressd.sizing import FIRMWARE_HEAP
-from ucompressd.sizing import heap_needed as run_heap_needed
+from ucompressd import sizing
 
 ENV_BOARDS = "UCOMPRESSD_BOARDS"  # extra profile folder, searched first (a user's own boards)
 
@@ -41,6 +40,7 @@ MPY_ARCHS = (
     None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
     "xtensa", "xtensawin", "rv32imc", "rv64imc",
 )
+WIDE_ARCHS = ("x64", "rv64imc")  # 64-bit words: 8-byte objects, 63-bit small ints
 # The architecture MicroPython's native emitter uses on each chip (viper code is compiled for it).
 CHIP_ARCH = {
     "RP2040": "armv6m", "RP2350": "armv7emsp", "ESP32": "xtensawin", "ESP32-S3": "xtensawin",
@@ -157,15 +157,21 @@ class Profile:
 
         return runner.config(dict(self.defaults))
 
+    @property
+    def word(self) -> int:
+        """Bytes per machine word of the board's MicroPython."""
+        return 8 if self.mpy_arch in WIDE_ARCHS else 4
+
     def heap_needed(self) -> int:
         """Heap bytes a run with the defaults takes: arena + pool metadata + the firmware."""
-        return heap_needed(self.config())
+        return heap_needed(self.config(), self.word)
 
 
-def heap_needed(cfg: dict[str, Any]) -> int:
+def heap_needed(cfg: dict[str, Any], word: int = sizing.WORD) -> int:
     """Heap a run with `cfg` takes on a board with nothing else loaded: its preallocations
-    (sizing.heap_needed, the firmware's own arithmetic) + the firmware itself."""
-    return run_heap_needed(cfg) + FIRMWARE_HEAP
+    (sizing.heap_needed, the firmware's own arithmetic), what the run allocates beside them,
+    and the firmware itself (both in machine words of `word` bytes)."""
+    return sizing.heap_needed(cfg) + sizing.run_slack(word) + sizing.firmware_heap(word)
 
 
 # -- where profiles live ---------------------------------------------------------------------------
@@ -323,7 +329,8 @@ class _Validator:
         usb = self.usb(top["usb"], port)
         memory = self.memory(top["memory"])
         threads = self.threads(top["threads"])
-        defaults = self.defaults(top["defaults"], memory, threads)
+        word = 8 if arch in WIDE_ARCHS else 4
+        defaults = self.defaults(top["defaults"], memory, threads, word)
         notes = self.str_(top, "notes", "") if "notes" in top else ""
         return Profile(name, title, chip, port, firmware, arch, flash, usb, memory, threads,
                        defaults, notes, self.path)
@@ -404,7 +411,7 @@ class _Validator:
         d = self.obj(doc, "memory", ("sram", "psram", "heap"))
         sram = self.int_(d["sram"], "memory.sram", 16 << 10, MAX_MEMORY)
         psram = self.int_(d["psram"], "memory.psram", 0, MAX_MEMORY)
-        heap = self.int_(d["heap"], "memory.heap", FIRMWARE_HEAP, MAX_MEMORY)
+        heap = self.int_(d["heap"], "memory.heap", 16 << 10, MAX_MEMORY)
         if heap > sram + psram:
             raise self.fail("memory.heap", f"{heap} bytes is more than sram + psram "
                                            f"({sram + psram} bytes)")
@@ -420,7 +427,8 @@ class _Validator:
         note = self.str_(d, "note", "threads")
         return Threads(cores, d["gil"], max_threads, note)
 
-    def defaults(self, doc: Any, memory: Memory, threads: Threads) -> dict[str, Any]:
+    def defaults(self, doc: Any, memory: Memory, threads: Threads, word: int
+                 ) -> dict[str, Any]:
         d = self.obj(doc, "defaults", DEFAULT_KEYS)
         from ucz import runner
 
@@ -436,12 +444,13 @@ class _Validator:
                 raise self.fail("defaults.compressor",
                                 "'thread' under a GIL never runs beside the app, it only "
                                 "contends for the GIL: use 'task'")
-        need = heap_needed(cfg)
+        need = heap_needed(cfg, word)
         if need > memory.heap:
             raise self.fail(
                 "defaults",
                 f"need {need} bytes of heap (arena of {cfg['frames']} frames x "
-                f"{cfg['page_size']} + zpool {cfg['zpool']}, metadata, {FIRMWARE_HEAP} for the "
+                f"{cfg['page_size']} + zpool {cfg['zpool']}, metadata, "
+                f"{sizing.run_slack(word)} for the run and {sizing.firmware_heap(word)} for the "
                 f"firmware) but memory.heap is {memory.heap}",
             )
         return dict(d)
@@ -517,8 +526,9 @@ def _show(p: Profile) -> str:
         f" -> compressor thread {'parallel' if p.threads.parallel else 'not parallel'}",
         f"                {p.threads.note}",
         "  defaults      " + ", ".join(f"{k}={p.defaults[k]}" for k in DEFAULT_KEYS),
-        f"  heap use      {_size(heap_needed(cfg))} of {_size(p.memory.heap)} "
-        f"(arena, metadata, {_size(FIRMWARE_HEAP)} firmware)",
+        f"  heap use      {_size(p.heap_needed())} of {_size(p.memory.heap)} "
+        f"(arena, metadata, {_size(sizing.run_slack(p.word))} run, "
+        f"{_size(sizing.firmware_heap(p.word))} firmware)",
     ]
     if p.notes:
         lines.append(f"  notes         {p.notes}")

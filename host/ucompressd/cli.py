@@ -330,7 +330,8 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         if "compressor" not in a:  # each board its own: they may differ in cores and GIL
             a["compressor"] = experiment.default_compressor(hello)
         # Both modes sized (and refused) before either runs.
-        cfgs = {mode: sizing.fit({**a, "mode": mode}, hello.get("mem_free"), given)
+        cfgs = {mode: sizing.fit({**a, "mode": mode}, hello.get("mem_free"), given,
+                                 hello.get("word"))
                 for mode in experiment.MODES}
 
         def progress(what: str, done: int, total: int) -> None:

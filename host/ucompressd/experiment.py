@@ -135,7 +135,7 @@ def run(
             hello = link.hello
             if hello.get("mem_free") is not None:  # (CPython reports none: nothing to fit)
                 cfg = sizing.fit({**cfg, "zpool": 0} if auto_zpool else cfg, hello["mem_free"],
-                                 given)
+                                 given, hello.get("word"))
             # The run streams a sample every sample_ms: silence longer than a few means trouble.
             silence = max(timeout, 3 * cfg.get("sample_ms", 0) / 1000)
             try:
@@ -155,7 +155,7 @@ def run(
         raise RunFailed(why, partial, interrupted) from None
     doc = results(board, hello, cfg, raw, samples, link_stats)
     doc["sizing"] = {"heap_free": hello.get("mem_free"), "heap_needed": sizing.heap_needed(cfg),
-                     "run_slack": sizing.RUN_SLACK}
+                     "run_slack": sizing.run_slack(hello.get("word") or sizing.WORD)}
     if audit:
         doc["audit"] = check_audit(audited, cfg, audit, raw.get("audit") or {})
     return doc

@@ -12,13 +12,26 @@ from typing import Any, Iterable
 from ucompressd.errors import InputError
 from ucz import pool, runner
 
-# Heap the firmware itself takes beside a run (its modules, the server, buffers): a profile's
-# memory.heap is the whole heap, so its defaults must leave this much.
-FIRMWARE_HEAP = 60 << 10
-# Heap a run allocates beside its arena and metadata: per-thread LZ4 tables (8 KiB each) and
-# page scratch buffers, asyncio tasks, sample dicts, GC block rounding. Measured on the
-# simulated board (the largest --frames that still ran); rounded up.
-RUN_SLACK = 48 << 10
+# Heap beside a run's arena and metadata, in machine words: most of it is Python objects
+# (modules, dicts, tasks, closures), whose size follows the word. Measured on the simulated
+# board (64-bit: 8-byte words), where it is largest.
+# FIRMWARE: what the firmware itself holds at the server's start (400 KB heap: 336,448 free).
+FIRMWARE_WORDS = 10 << 10
+# RUN: what a run allocates beside its preallocations (LZ4 tables and page scratch per
+# thread, tasks, sample dicts, GC rounding): the largest --frames that still ran left
+# 87-90 KB of the hello's free heap (1 KiB and 4 KiB pages); rounded up.
+RUN_WORDS = 12 << 10
+WORD = 8  # bytes per word where the board does not say (the simulated board's)
+
+
+def firmware_heap(word: int = WORD) -> int:
+    return FIRMWARE_WORDS * word
+
+
+def run_slack(word: int = WORD) -> int:
+    return RUN_WORDS * word
+
+
 # The knobs that size a run, in the order a refusal names them.
 SIZE_KNOBS = ("frames", "zpool", "pages", "page_size")
 
@@ -44,13 +57,13 @@ def _config(args: dict[str, Any]) -> dict[str, Any] | None:
         return None
 
 
-def _sized(args: dict[str, Any], free: int) -> dict[str, Any] | None:
+def _sized(args: dict[str, Any], free: int, word: int) -> dict[str, Any] | None:
     """The config of `args` if it fits in `free` bytes, an automatic zpool cut to what fits
     (at least one page); None if it cannot fit."""
     cfg = _config(args)
     if cfg is None:
         return None
-    budget = free - RUN_SLACK
+    budget = free - run_slack(word)
     if heap_needed(cfg) <= budget:
         return cfg
     if args.get("zpool", 0):
@@ -68,12 +81,12 @@ def _sized(args: dict[str, Any], free: int) -> dict[str, Any] | None:
     return best
 
 
-def _largest(args: dict[str, Any], knob: str, free: int) -> int | None:
+def _largest(args: dict[str, Any], knob: str, free: int, word: int) -> int | None:
     """The largest value of `knob` (others as in args) whose run fits, or None."""
     cur = runner.config(args)[knob] if knob != "zpool" else args.get("zpool", 0)
     if knob == "page_size":
         for ps in (4096, 2048, 1024, 512, 256):
-            if ps < cur and _sized({**args, "page_size": ps}, free) is not None:
+            if ps < cur and _sized({**args, "page_size": ps}, free, word) is not None:
                 return ps
         return None
     c = runner.config(args)
@@ -83,23 +96,24 @@ def _largest(args: dict[str, Any], knob: str, free: int) -> int | None:
     best = None
     while lo <= hi:
         mid = (lo + hi) // 2
-        if _sized({**args, knob: mid}, free) is not None:
+        if _sized({**args, knob: mid}, free, word) is not None:
             best, lo = mid, mid + 1
         else:
             hi = mid - 1
     return best
 
 
-def fit(args: dict[str, Any], free: int | None, given: Iterable[str] | None = None
-        ) -> dict[str, Any]:
+def fit(args: dict[str, Any], free: int | None, given: Iterable[str] | None = None,
+        word: int | None = None) -> dict[str, Any]:
     """The validated config of the run knobs `args`, sized for a board with `free` bytes of
     heap (None: unknown, e.g. CPython; nothing is checked). FitError, naming the knobs in
     `given` (default: every size knob) with the largest value of each that fits, when it
-    cannot fit."""
+    cannot fit. `word`: the board's bytes per machine word (its hello's "word")."""
     cfg = runner.config(args)
     if free is None:
         return cfg
-    sized = _sized(args, free)
+    word = word or WORD
+    sized = _sized(args, free, word)
     if sized is not None:
         return sized
     need = heap_needed(cfg)
@@ -110,12 +124,12 @@ def fit(args: dict[str, Any], free: int | None, given: Iterable[str] | None = No
         turn = ["frames"]
     hints = []
     for k in turn:
-        v = _largest(args, k, free)
+        v = _largest(args, k, free, word)
         if v is not None:
             hints.append(f"{_flag(k)} {v}")
     what = (f"{cfg['frames']} frames x {cfg['page_size']} + zpool {cfg['zpool']} + metadata "
             f"{need - runner.arena_needed(cfg)}")
     advice = ("; largest that fits: " + " or ".join(hints)) if hints else \
         "; no value of " + ", ".join(_flag(k) for k in turn) + " fits"
-    raise FitError(f"the run needs {need} bytes of heap ({what}) plus {RUN_SLACK} to run, the "
+    raise FitError(f"the run needs {need} bytes of heap ({what}) plus {run_slack(word)} to run, the "
                    f"board has {free} free{advice}")

@@ -20,10 +20,9 @@ from pathlib import Path
 from typing import Iterator
 
 from ucompressd.errors import Failure, InputError
-from ucompressd.boards import MPY_ARCHS
+from ucompressd.boards import MPY_ARCHS, WIDE_ARCHS
 
 ENV_MPY_CROSS = "UCOMPRESSD_MPY_CROSS"
-WIDE_ARCHS = ("x64", "rv64imc")  # 64-bit words: 63-bit small ints
 
 
 class ToolchainError(InputError):
