@@ -171,7 +171,7 @@ def heap_needed(cfg: dict[str, Any], word: int = sizing.WORD) -> int:
     """Heap a run with `cfg` takes on a board with nothing else loaded: its preallocations
     (sizing.heap_needed, the firmware's own arithmetic), what the run allocates beside them,
     and the firmware itself (both in machine words of `word` bytes)."""
-    return sizing.heap_needed(cfg) + sizing.run_slack(word) + sizing.firmware_heap(word)
+    return sizing.heap_needed(cfg) + sizing.run_slack(cfg, word) + sizing.firmware_heap(word)
 
 
 # -- where profiles live ---------------------------------------------------------------------------
@@ -450,7 +450,7 @@ class _Validator:
                 "defaults",
                 f"need {need} bytes of heap (arena of {cfg['frames']} frames x "
                 f"{cfg['page_size']} + zpool {cfg['zpool']}, metadata, "
-                f"{sizing.run_slack(word)} for the run and {sizing.firmware_heap(word)} for the "
+                f"{sizing.run_slack(cfg, word)} for the run and {sizing.firmware_heap(word)} for the "
                 f"firmware) but memory.heap is {memory.heap}",
             )
         return dict(d)
@@ -527,7 +527,7 @@ def _show(p: Profile) -> str:
         f"                {p.threads.note}",
         "  defaults      " + ", ".join(f"{k}={p.defaults[k]}" for k in DEFAULT_KEYS),
         f"  heap use      {_size(p.heap_needed())} of {_size(p.memory.heap)} "
-        f"(arena, metadata, {_size(sizing.run_slack(p.word))} run, "
+        f"(arena, metadata, {_size(sizing.run_slack(cfg, p.word))} run, "
         f"{_size(sizing.firmware_heap(p.word))} firmware)",
     ]
     if p.notes:

@@ -18,9 +18,13 @@ from ucz import pool, runner
 # FIRMWARE: what the firmware itself holds at the server's start (400 KB heap: 336,448 free).
 FIRMWARE_WORDS = 10 << 10
 # RUN: what a run allocates beside its preallocations (LZ4 tables and page scratch per
-# thread, tasks, sample dicts, GC rounding): the largest --frames that still ran left
-# 87-90 KB of the hello's free heap (1 KiB and 4 KiB pages); rounded up.
-RUN_WORDS = 12 << 10
+# thread, tasks, sample dicts, GC rounding), plus per page: compat.zeros builds each
+# per-page array from a zeroed bytearray of its size, so the metadata exists twice for a
+# moment and the freed temporaries fragment the heap. Measured on the simulated board as the
+# free heap the largest run that still ran left: 81 KB + 22 bytes per page (278 to 2000
+# pages, 1 KiB and 4 KiB pages); rounded up.
+RUN_WORDS = 11 << 10
+RUN_PER_PAGE = 24
 WORD = 8  # bytes per word where the board does not say (the simulated board's)
 
 
@@ -28,8 +32,8 @@ def firmware_heap(word: int = WORD) -> int:
     return FIRMWARE_WORDS * word
 
 
-def run_slack(word: int = WORD) -> int:
-    return RUN_WORDS * word
+def run_slack(cfg: dict[str, Any], word: int = WORD) -> int:
+    return RUN_WORDS * word + RUN_PER_PAGE * cfg["pages"]
 
 
 # The knobs that size a run, in the order a refusal names them.
@@ -63,7 +67,7 @@ def _sized(args: dict[str, Any], free: int, word: int) -> dict[str, Any] | None:
     cfg = _config(args)
     if cfg is None:
         return None
-    budget = free - run_slack(word)
+    budget = free - run_slack(cfg, word)
     if heap_needed(cfg) <= budget:
         return cfg
     if args.get("zpool", 0):
@@ -131,5 +135,5 @@ def fit(args: dict[str, Any], free: int | None, given: Iterable[str] | None = No
             f"{need - runner.arena_needed(cfg)}")
     advice = ("; largest that fits: " + " or ".join(hints)) if hints else \
         "; no value of " + ", ".join(_flag(k) for k in turn) + " fits"
-    raise FitError(f"the run needs {need} bytes of heap ({what}) plus {run_slack(word)} to run, the "
-                   f"board has {free} free{advice}")
+    raise FitError(f"the run needs {need} bytes of heap ({what}) plus {run_slack(cfg, word)} "
+                   f"to run, the board has {free} free{advice}")
