@@ -1,7 +1,8 @@
 """The findings of issue 8 (a hostile user's inputs and faults), one test each: every one ends
 in one clean line and the right exit status, nothing collected is lost, and the board's server
-keeps serving after any single request. `pytest tests/test_hostile.py tests/firmware/test_lz4_into.py`
-re-runs them all (the codec's finding is a firmware test: it runs under MicroPython too)."""
+keeps serving after any single request. Re-run them all with
+`pytest tests/test_hostile.py tests/firmware/test_lz4_into.py` (the codec's finding is a firmware
+test: it runs under MicroPython too)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ import pytest
 
 import ucz.server
 from conftest import NO_MICROPYTHON, REPO, micropython_argv
-from fakeboard import FakeBoard, Vanish
+from fakeboard import FakeBoard, vanish_after_samples
 from ucompressd import errors, experiment, report
 from ucompressd.cli import main
 from ucompressd.link import BoardError, Link
@@ -114,16 +115,7 @@ def test_an_output_that_cannot_be_written_is_refused_before_the_run(capsys, monk
 
 def test_a_failed_run_with_a_file_that_fails_late_prints_both_and_keeps_the_data(
         tmp_path, capsys, monkeypatch):
-    seen = {"samples": 0}
-
-    def vanish_after_three_samples(line: bytes) -> bytes:
-        if b'"ev":"sample"' in line:
-            seen["samples"] += 1
-            if seen["samples"] > 3:
-                raise Vanish
-        return line
-
-    b = FakeBoard(mangle=vanish_after_three_samples)
+    b = FakeBoard(mangle=vanish_after_samples(3))
 
     def disk_full(doc, path):
         if str(path) == str(target):

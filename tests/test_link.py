@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import ucz.server
-from fakeboard import FakeBoard, Vanish
+from fakeboard import FakeBoard, Vanish, vanish_after_samples
 from ucompressd import experiment
 from ucompressd.link import BoardError, CommandError, Link, PortError, ProtocolMismatch
 from ucz import wire
@@ -95,16 +95,7 @@ def test_result_part_lost_to_noise_is_an_error_not_a_silent_gap(fake):
 
 
 def test_board_vanishing_mid_run_keeps_the_samples(fake):
-    seen = {"samples": 0}
-
-    def vanish_after_three_samples(line: bytes) -> bytes:
-        if b'"ev":"sample"' in line:
-            seen["samples"] += 1
-            if seen["samples"] > 3:
-                raise Vanish
-        return line
-
-    b = fake(mangle=vanish_after_three_samples)
+    b = fake(mangle=vanish_after_samples(3))
     board = experiment.Board(b.url, "serial")
     with pytest.raises(experiment.RunFailed) as e:
         experiment.run(board, LONG_RUN, timeout=10)

@@ -450,8 +450,8 @@ class _Validator:
                 "defaults",
                 f"need {need} bytes of heap (arena of {cfg['frames']} frames x "
                 f"{cfg['page_size']} + zpool {cfg['zpool']}, metadata, "
-                f"{sizing.run_slack(cfg, word)} for the run and {sizing.firmware_heap(word)} for the "
-                f"firmware) but memory.heap is {memory.heap}",
+                f"{sizing.run_slack(cfg, word)} for the run and {sizing.firmware_heap(word)} "
+                f"for the firmware) but memory.heap is {memory.heap}",
             )
         return dict(d)
 
