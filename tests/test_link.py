@@ -176,16 +176,23 @@ def test_sim_handshake_and_run(sim):
 
 
 @needs_sim
-def test_sim_killed_mid_run_is_a_board_error(sim):
+@pytest.mark.parametrize("how, says", [
+    ("kill", None),  # unplugged: the port hangs up
+    ("hard_reset", "the board reset (power-on boot) while running 'run'"),  # issue 8: at once
+])
+def test_sim_lost_mid_run_is_a_board_error(sim, how, says):
     samples: list[dict] = []
 
     def on_event(kind: str, data: dict) -> None:
         if kind == "sample":
             samples.append(data)
             if len(samples) == 3:
-                sim.kill()
+                getattr(sim, how)()
 
-    with Link(sim.port, timeout=20) as link, pytest.raises(BoardError) as e:
+    # A long silence allowed: a reboot must be reported as one, not as silence after it.
+    with Link(sim.port, timeout=60) as link, pytest.raises(BoardError) as e:
         link.request("run", LONG_RUN, on_event=on_event)
     assert sim.port in str(e.value)
+    if says:
+        assert says in str(e.value)
     assert len(samples) >= 3
