@@ -193,7 +193,7 @@ def test_a_size_that_does_not_fit_is_refused_naming_the_knob(capsys, argv, knob)
     assert main(["run", *ok, "--ops", "1000", "--sample-ms", "50"]) == 0, capsys.readouterr().err
 
 
-def test_an_automatic_zpool_is_cut_to_what_fits(tmp_path):
+def test_an_automatic_zpool_is_cut_to_what_fits(tmp_path, capsys):
     j = tmp_path / "run.json"
     assert main(["run", "--page-size", "4096", "--pages", "2000", "--frames", "200",
                  "--ops", "3000", "--sample-ms", "50", "--json", str(j)]) == 0
@@ -202,6 +202,7 @@ def test_an_automatic_zpool_is_cut_to_what_fits(tmp_path):
 
     auto = runner.config({"page_size": 4096, "pages": 2000, "frames": 200})["zpool"]
     assert 0 < doc["config"]["zpool"] < auto
+    assert f"zpool cut to {doc['config']['zpool']} bytes" in capsys.readouterr().err
     s = doc["sizing"]
     assert s["heap_needed"] + s["run_slack"] <= s["heap_free"]
     assert doc["counters"]["corrupt"] == 0

@@ -239,6 +239,20 @@ def _save(doc: dict[str, Any], ns: argparse.Namespace) -> str:
     return "; ".join(notes)
 
 
+def _note_cut_zpool(runs: list[dict[str, Any]]) -> None:
+    """Say so when an automatic zpool was cut to fit the heap: reclaim then runs into
+    zpool_full, and the figures are about that."""
+    for r in runs:
+        auto = (r.get("sizing") or {}).get("zpool_auto")
+        if auto and r["config"]["zpool"] < auto:
+            print(_cut_note(r["board"]["port"], r["config"]["zpool"], auto), file=sys.stderr)
+
+
+def _cut_note(port: str, got: int, want: int) -> str:
+    return (f"ucompressd: note: {port}: zpool cut to {got} bytes to fit the heap (the data "
+            f"would take about {want})")
+
+
 def _audit_failures(docs: list[dict[str, Any]]) -> int:
     """Print every page the codec audit found bad; 1 if any, else 0."""
     rc = 0
@@ -303,6 +317,7 @@ def cmd_run(ns: argparse.Namespace) -> int:
             _failed(e, ns)
     console = Console()
     runs = list(doc["boards"].values()) if "boards" in doc else [doc]
+    _note_cut_zpool(runs)
     for r in runs:
         if "boards" in doc:
             console.rule(r["board"]["port"])
@@ -323,6 +338,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         _config({**args, "mode": mode})
     _check_run_args(ns)
     given = set(args)
+    cut: list[str] = []
 
     def job(board: experiment.Board, label: str = "") -> dict[str, Any]:
         hello = experiment.probe(board, ns.timeout)
@@ -333,6 +349,9 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         cfgs = {mode: sizing.fit({**a, "mode": mode}, hello.get("mem_free"), given,
                                  hello.get("word"))
                 for mode in experiment.MODES}
+        want, got = _config(a)["zpool"], cfgs[experiment.MODES[0]]["zpool"]
+        if not a.get("zpool") and got < want:
+            cut.append(_cut_note(board.url, got, want))
 
         def progress(what: str, done: int, total: int) -> None:
             on_progress(label + what, done, total)
@@ -356,6 +375,8 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         docs = [doc]
     _saved(doc, ns)
     runs = [r for d in docs for m in experiment.MODES for r in d.get("repeats", {}).get(m, [d[m]])]
+    for note in cut:
+        print(note, file=sys.stderr)
     return _audit_failures(runs)
 
 

@@ -155,7 +155,9 @@ def run(
         raise RunFailed(why, partial, interrupted) from None
     doc = results(board, hello, cfg, raw, samples, link_stats)
     doc["sizing"] = {"heap_free": hello.get("mem_free"), "heap_needed": sizing.heap_needed(cfg),
-                     "run_slack": sizing.run_slack(cfg, hello.get("word") or sizing.WORD)}
+                     "run_slack": sizing.run_slack(cfg, hello.get("word") or sizing.WORD),
+                     "zpool_auto": runner.config({**cfg, "zpool": 0})["zpool"]
+                     if auto_zpool else None}
     if audit:
         doc["audit"] = check_audit(audited, cfg, audit, raw.get("audit") or {})
     return doc

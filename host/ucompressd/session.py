@@ -145,7 +145,7 @@ class Session:
         except TransportError:
             raise PortError(f"cannot open port {url}: {_open_reason(url)}") from None
         except (serial.SerialException, OSError, ValueError) as e:
-            raise PortError(f"cannot open port {url}: {e}") from None
+            raise PortError(f"cannot open port {url}: {_why(e)}") from None
         self.serial = self.t.serial
 
     def __enter__(self) -> Session:
@@ -318,9 +318,14 @@ def _open_reason(url: str) -> str:
     try:
         s = serial.serial_for_url(url, baudrate=BAUD, timeout=0, exclusive=True)
     except (serial.SerialException, OSError, ValueError) as e:
-        return str(e)
+        return _why(e)
     s.close()
     return "failed to access it"
+
+
+def _why(e: BaseException) -> str:
+    """pyserial's reason without its own "could not open port URL: " in front."""
+    return re.sub(r"^could not open port \S+: ", "", str(e), flags=re.IGNORECASE)
 
 
 def wait_for_repl(url: str, timeout: float) -> bool:
