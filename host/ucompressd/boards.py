@@ -2,10 +2,17 @@
 
 A profile is data, not code, so that the firmware could read it too (plain JSON, sizes in bytes,
 hex strings where a datasheet writes hex). Validation is hand-written against a small fixed
-schema (no jsonschema dependency: the schema is a dozen fields, and the checks that matter are
-cross-field ones a JSON Schema cannot express: the defaults must fit in the heap, the flash
-method must match the MicroPython port, the mpy architecture must match the chip). Every problem
-is one ProfileError "FILE: field: problem".
+schema. A JSON Schema (jsonschema) was weighed and not taken: it would replace only the type and
+range checks of a dozen fields (about a third of _Validator), while the checks that matter are
+cross-field ones it cannot express (the defaults must fit the heap, the flash method must match
+the MicroPython port and decide which flash fields belong, the mpy architecture must match the
+chip, the UF2 families must be the chip's), and its messages (a JSON path and the failed
+keyword) would lose the "did you mean" hints; a new dependency for a third of the code is not
+worth it. Every problem is one ProfileError "FILE: field: problem" (exit status 2).
+
+What a profile sets for a run (`--board NAME`): its `defaults` (run knobs; flags override), and
+for a board started here (experiment.open_board, by `kind`) the heap. Sizes are checked by the
+same arithmetic the host uses before a run (sizing.py), in the board's machine words.
 
 Where the files are: in a source checkout, boards/ at the repository root (the documented
 location). An installed package carries the same files as the package data `ucompressd.profiles`
