@@ -72,7 +72,7 @@ from pathlib import Path
 from typing import TextIO
 
 from ucompressd import options
-from ucompressd.errors import InputError
+from ucompressd.errors import Failure, InputError
 from ucompressd.session import RAW_BANNER
 
 ENV_MICROPYTHON = "UCOMPRESSD_MICROPYTHON"
@@ -823,12 +823,8 @@ def _serve(stop: threading.Event, out: TextIO, board: SimBoard) -> int:
         try:
             while not stop.wait(0.5):
                 if not board.alive:
-                    print(
-                        "ucompressd sim: the bridge stopped: "
-                        + board.recent_output()[-300:].decode(errors="replace"),
-                        file=out,
-                    )
-                    return 1
+                    last = board.recent_output()[-300:].decode(errors="replace")
+                    raise Failure(f"sim: the board stopped: {last.strip()!r}")
         except KeyboardInterrupt:
             pass
     return 0
