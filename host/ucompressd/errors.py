@@ -1,6 +1,6 @@
 """The two kinds of error every module raises, and the one place that turns them into an exit
-status (`exit_status`, called by cli.main only), as esptool's FatalError and mpremote's
-CommandError/TransportError do.
+status (`exit_status`; called by the programs' mains only: cli.main and the benchmark scripts'),
+as esptool's FatalError and mpremote's CommandError/TransportError do.
 
 - `InputError` (exit 2): what the user gave cannot work: a bad argument, a port that cannot be
   opened, a broken profile, file or image, sizes that do not fit the board, no interpreter for
