@@ -28,7 +28,7 @@ from .compat import const, allocate_lock, ticks_us, ticks_diff, zeros, itemsize
 from . import counters as C
 from . import lz4
 from .pagedata import fill, csum, same_word, memset32, copy, set_word
-from .zpool import ZPool, zspage_pages
+from .zpool import ZPool, zspage_pages, meta_bytes_for as zpool_meta_bytes_for
 
 UNMAPPED = const(0)
 RESIDENT = const(1)
@@ -67,6 +67,20 @@ def watermarks(nframes):
         wlow = max(wmin + 1, nframes // 4)
         whigh = max(wlow + 1, nframes // 2)
     return wmin, wlow, whigh
+
+
+# Metadata arrays (see __init__): per page state + val + clen + ver + sum; per frame owner +
+# flist; per ring slot one page number.
+META_PER_PAGE = 1 + itemsize("I") + itemsize("H") + itemsize("H") + itemsize("I")
+META_PER_FRAME = 2 * itemsize("H")
+META_PER_RING = itemsize("H")
+
+
+def meta_bytes_for(npages, nframes, page_size, zpool_bytes, ring):
+    """Bytes of metadata a Pool of these sizes allocates beside its arena (the total of
+    meta_bytes()), without building one: the host checks that a run fits before it starts."""
+    return (META_PER_PAGE * npages + META_PER_FRAME * nframes + META_PER_RING * ring
+            + zpool_meta_bytes_for(zpool_bytes, page_size))
 
 
 def arena_bytes(nframes, page_size, zpool_bytes):
@@ -143,9 +157,7 @@ class Pool:
 
     def meta_bytes(self):
         """Metadata bytes: (per logical page, per frame, fixed: ring + zpool bookkeeping)."""
-        per_page = 1 + itemsize("I") + itemsize("H") + itemsize("H") + itemsize("I")
-        per_frame = 2 * itemsize("H")
-        return per_page, per_frame, itemsize("H") * self.rsize + self.z.meta_bytes()
+        return META_PER_PAGE, META_PER_FRAME, META_PER_RING * self.rsize + self.z.meta_bytes()
 
     def gauges(self):
         """Fill the mm_stat-like gauges in the counter array (not counters: current values)."""

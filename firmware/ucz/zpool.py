@@ -44,18 +44,7 @@ class ZPool:
             raise ValueError("zpool: arena too small")
         self.buf = buf
         self.base = base
-        # Size classes: slot = zspage//k (8-aligned), k = 1.. while slots >= max(32, zspage/64).
-        min_slot = max(32, zspage >> _SLOT_BITS)
-        sizes = []
-        k = 1
-        while True:
-            s = (zspage // k) & ~7
-            if s < min_slot:
-                break
-            if not sizes or s != sizes[-1]:
-                sizes.append(s)
-            k += 1
-        sizes.reverse()  # ascending
+        sizes = _class_sizes(zspage)
         if max_classes:
             sizes = thin_classes(sizes, page_size, max_classes)
         ncls = len(sizes)
@@ -237,6 +226,29 @@ def classes_for(nbytes, page_size):
     """A class count for a store of nbytes: about one class per four zspages, so partly
     filled zspages cost at most about a quarter of the store; at least 4."""
     return max(4, nbytes // (page_size * zspage_pages(nbytes, page_size)) // 4)
+
+
+def _class_sizes(zspage):
+    """Size classes, ascending: slot = zspage//k (8-aligned), k = 1.. while slots >=
+    max(32, zspage/64)."""
+    min_slot = max(32, zspage >> _SLOT_BITS)
+    sizes = []
+    k = 1
+    while True:
+        s = (zspage // k) & ~7
+        if s < min_slot:
+            break
+        if not sizes or s != sizes[-1]:
+            sizes.append(s)
+        k += 1
+    sizes.reverse()
+    return sizes
+
+
+def meta_bytes_for(nbytes, page_size):
+    """ZPool(nbytes, page_size).meta_bytes() without building one (the host sizes runs)."""
+    zspage = page_size * zspage_pages(nbytes, page_size)
+    return 7 * (nbytes // zspage) + 3 * len(_class_sizes(zspage)) + (page_size >> 3) + 1
 
 
 def zspage_pages(nbytes, page_size):

@@ -3,7 +3,7 @@
 Loads: `logger` (examples/datalogger.py: hours of sensor samples in a ZramLog, and with --file
 in a file on littlefs on a ZramDisk, against a bytearray ring and a RAMBlockDev of the same
 RAM), `log` or `disk` (one ZramLog / littlefs-on-ZramDisk filled with --kind records until
-full: ucz.bench.zram). Without --port a fresh simulated board with a Pico 2's heap (400 KB)
+full: ucz.bench.zram). Without --port a fresh simulated board with a Pico 2's heap (the pico2 profile's)
 runs it; with --port the firmware is deployed first (only what changed). The board prints
 progress lines and one result line; the table is the device's stats (zram's names).
 """
@@ -11,10 +11,7 @@ progress lines and one result line; the table is the device's stats (zram's name
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
-import sys
 from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
@@ -23,7 +20,10 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from ucompressd import errors, experiment
+from ucompressd import experiment, options
+from ucompressd.boards import load as load_profile
+from ucompressd.errors import Failure, InputError
+from ucompressd.session import BoardError, Session
 
 LOADS = ("logger", "log", "disk")
 PROGRESS, RESULT = "~P", "~R"  # the board's line prefixes
@@ -35,8 +35,12 @@ FIRST = ("mode", "compressor", "page_size", "ram", "orig_data_size", "compr_data
          "blocks_held", "fs_used_bytes")
 
 
-class ZramInputError(ValueError):
+class ZramInputError(InputError):
     """A bad argument: exit 2."""
+
+
+class ZramFailed(Failure):
+    """The device read back something else than was written: exit 1."""
 
 
 def example_source() -> str:
@@ -80,18 +84,16 @@ def check(ns: argparse.Namespace) -> None:
         raise ZramInputError(f"--ram: {ns.ram} KB is out of range 16..65536")
     if ns.page not in (512, 1024, 2048, 4096):
         raise ZramInputError(f"--page: {ns.page} is not 512, 1024, 2048 or 4096")
-    if ns.port and "://" not in ns.port and not Path(ns.port).exists():
-        raise ZramInputError(f"--port: {ns.port} does not exist")
+    if ns.port:
+        options.check_port(ns.port)
+    if ns.json:
+        options.check_output(ns.json, "--json")
 
 
 def run_on_board(url: str, code: str, timeout: float,
                  progress: Callable[[int, int], None]) -> dict[str, Any]:
-    """Run `code` in the board's raw REPL, following its output; the result line's JSON.
-    Raises RuntimeError (with the board's last error line) when it fails."""
-    from mpremote.transport import TransportError
-    from mpremote.transport_serial import SerialTransport
-
-    t = SerialTransport(url, baudrate=115200, timeout=timeout)
+    """Run `code` on the board (a clean interpreter: soft reset first), following its
+    output; the result line's JSON. BoardError (session's) when it fails or says nothing."""
     pending = bytearray()
     result: list[Any] = []
 
@@ -108,23 +110,11 @@ def run_on_board(url: str, code: str, timeout: float,
             elif line.startswith(RESULT):
                 result.append(json.loads(line[len(RESULT):]))
 
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):
-            t.enter_raw_repl(soft_reset=True)
-            t.exec_raw_no_follow(code)
-            _, err = t.follow(timeout, consume)
-    except TransportError as e:
-        raise RuntimeError(f"{url}: {e}") from None
-    finally:
-        with contextlib.suppress(Exception):
-            t.exit_raw_repl()
-        with contextlib.suppress(Exception):
-            t.close()
-    if err:
-        lines = [ln for ln in err.decode(errors="replace").splitlines() if ln.strip()]
-        raise RuntimeError(f"{url}: the board failed: {lines[-1] if lines else 'error'}")
+    with Session(url) as s:
+        s.enter_raw_repl(soft_reset=True)
+        s.follow(code, "running the zram load", timeout, consume)
     if not result:
-        raise RuntimeError(f"{url}: no result from the board")
+        raise BoardError(f"{url}: no result from the board")
     return result[-1]
 
 
@@ -170,7 +160,7 @@ def tables(doc: dict[str, Any]) -> list[Table]:
 def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--port", metavar="URL",
                     help="board: device path, rfc2217://host:port or socket://host:port "
-                         "(default: a fresh simulated board with a 400 KB heap)")
+                         "(default: a fresh simulated board with the --board profile's heap)")
     ap.add_argument("--micropython", metavar="PATH",
                     help="micropython executable of the simulated board")
     ap.add_argument("--load", default="logger", metavar="LOAD",
@@ -190,38 +180,33 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--file", action="store_true",
                     help="logger: also keep the samples in a file on /zram (littlefs)")
     ap.add_argument("--json", metavar="FILE", help="write the result here")
-    ap.add_argument("--timeout", type=float, default=120.0, metavar="S",
-                    help="seconds the load may take (default 120)")
+    options.add_timeout(ap, 120.0, "seconds the load may take")
+    options.add_board(ap, "board profile (ucompressd boards lists them): the simulated "
+                          "board's heap without --port (default: a Pico 2's)")
 
 
 def run(ns: argparse.Namespace) -> int:
-    try:
-        check(ns)
-    except ZramInputError as e:
-        return errors.usage(e)
-    from ucompressd.deploy import DeployError, DeployInputError, deploy
-    from ucompressd.link import PortError
-    from ucompressd.sim import DEFAULT_HEAPSIZE
+    check(ns)
+    from ucompressd.deploy import deploy
 
+    # A data logger's board: a Pico 2's heap unless told (the 2 MB default sim is PSRAM-class).
+    profile = load_profile(ns.board or "pico2")
     code = board_code(ns)
     console = Console(stderr=True)
-    try:
-        if ns.port:
-            deploy(ns.port)
-        with experiment.open_board(ns.port, ns.micropython, DEFAULT_HEAPSIZE) as board, \
-                Progress(TextColumn("{task.description}"), BarColumn(),
-                         TextColumn("{task.completed:,.0f}/{task.total:,.0f} B of RAM"),
-                         TimeElapsedColumn(), console=console, transient=True,
-                         disable=not console.is_terminal) as bar:
-            task = bar.add_task(f"zram {ns.load}", total=ns.ram * 1024)
-            result = run_on_board(board.url, code, ns.timeout,
-                                  lambda done, total: bar.update(task, completed=done,
-                                                                 total=total))
-    except (DeployInputError, PortError) as e:
-        return errors.usage(e)
-    except (DeployError, RuntimeError, OSError) as e:
-        return errors.failed(e)
+    if ns.port:
+        deploy(ns.port)
+    with experiment.open_board(ns.port, profile, ns.micropython,
+                               profile.memory.heap) as board, \
+            Progress(TextColumn("{task.description}"), BarColumn(),
+                     TextColumn("{task.completed:,.0f}/{task.total:,.0f} B of RAM"),
+                     TimeElapsedColumn(), console=console, transient=True,
+                     disable=not console.is_terminal) as bar:
+        task = bar.add_task(f"zram {ns.load}", total=ns.ram * 1024)
+        result = run_on_board(board.url, code, ns.timeout,
+                              lambda done, total: bar.update(task, completed=done,
+                                                             total=total))
     doc = {"command": "zram", "load": ns.load, "port": ns.port or "sim",
+           "board": profile.name,
            "args": {k: getattr(ns, k) for k in ("kind", "ram", "page", "mode", "compressor",
                                                  "file")},
            "result": result}
@@ -232,8 +217,7 @@ def run(ns: argparse.Namespace) -> int:
         out.print(t)
     bad = [s for s in _stats(result) if s.get("corrupt")]
     if bad or (isinstance(result.get("ok"), bool) and not result["ok"]):
-        print("ucompressd: zram: data read back did not match", file=sys.stderr)
-        return errors.FAILED
+        raise ZramFailed("zram: data read back did not match")
     return 0
 
 
