@@ -310,9 +310,11 @@ def main(argv: list[str] | None = None) -> int:
         # placement -> its key in the compare document (the first is the plain "kcompressd")
         keys = {pl: "kcompressd" if i == 0 else f"kcompressd_{pl}"
                 for i, pl in enumerate(placements)}
-        cfgs = {"kswapd": runner.config({"mode": "kswapd"})}
+        # --board: the headline runs at the profile's sizes (placements stay the benchmark's).
+        sized = {k: v for k, v in common.sizes(args).items() if k != "compressor"}
+        cfgs = {"kswapd": runner.config({**sized, "mode": "kswapd"})}
         for pl, key in keys.items():
-            cfgs[key] = runner.config({"mode": "kcompressd", "compressor": pl})
+            cfgs[key] = runner.config({**sized, "mode": "kcompressd", "compressor": pl})
         doc["compare"] = bench.compare("headline", cfgs, repeat)
         doc["trace"] = bench.compare(
             "trace", {m: {**cfgs[m], "sample_ms": TRACE_SAMPLE_MS}

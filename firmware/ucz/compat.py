@@ -40,10 +40,17 @@ else:
 
 try:
     import _thread
-except ImportError:  # MicroPython's qemu port (and any single-core build without threads)
+
+    THREADS = True
+except ImportError:  # ports built without threads (the QEMU boards)
     _thread = None
-THREADS = _thread is not None  # a second thread of execution exists at all
+    THREADS = False
 NO_THREADS = "this port has no _thread (one core): use the task placement"
+
+# A thread that runs truly beside the main one: MicroPython reports _thread "unsafe" where
+# there is no GIL (rp2's core 1, the unix port) and "GIL" where threads share one (ESP32);
+# CPython has a GIL. Where this is False, compressing on a "second core" cannot pay.
+PARALLEL = THREADS and MICROPYTHON and getattr(sys.implementation, "_thread", "GIL") != "GIL"
 
 if MICROPYTHON:
     from asyncio import core as _core
@@ -99,33 +106,30 @@ else:
             self.ev.set()
 
 
-if _thread is not None:
+class _NoLock:
+    """The lock of a port without threads: nothing runs beside the main thread."""
+
+    def acquire(self, blocking=1):
+        return True
+
+    def release(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+if THREADS:
     allocate_lock = _thread.allocate_lock
     start_new_thread = _thread.start_new_thread
 else:
-
-    class _NoLock:
-        """The lock of a port without threads (one core): nothing can contend for it."""
-
-        def acquire(self, *args):
-            return True
-
-        def release(self):
-            pass
-
-        def locked(self):
-            return False
-
-        def __enter__(self):
-            return self
-
-        def __exit__(self, *exc):
-            return False
-
     def allocate_lock():
         return _NoLock()
 
-    def start_new_thread(fn, args):
+    def start_new_thread(func, args):
         raise OSError(NO_THREADS)
 
 

@@ -4,9 +4,14 @@
 # One request at a time: while a run is going, input waits in the stdin buffer.
 import sys
 import gc
+import json
 from ucz import wire, VERSION
+from ucz.compat import THREADS, PARALLEL
 
 COMMANDS = ("hello", "defaults", "run", "gc", "bye")
+# Characters of text echoed in one reply (an error message, a traceback, one list item): JSON
+# escapes a character to at most 6 bytes, so any reply stays under wire.MAX_LINE.
+MAX_TEXT = 512
 
 
 def _pkg_dir():
@@ -51,11 +56,10 @@ def _mem():
 
 
 def _hello():
-    from ucz.compat import THREADS as threads
-
     impl = sys.implementation
-    # MicroPython says "GIL" or "unsafe" (truly parallel, e.g. rp2 core 1, unix); CPython has a GIL.
-    gil = getattr(impl, "_thread", "GIL") == "GIL" if threads else None
+    threads = THREADS
+    gil = (not PARALLEL) if threads else None
+    gc.collect()  # free means free: the host sizes runs from it
     free, alloc = _mem()
     return {
         "proto": wire.PROTO,
@@ -71,6 +75,7 @@ def _hello():
         "gil": gil,
         "mem_free": free,
         "mem_alloc": alloc,
+        "word": 8 if sys.maxsize > 0xFFFFFFFF else 4,  # bytes per machine word (objects scale)
         "max_line": wire.MAX_LINE,
         "fw_sha256": firmware_digest(),
     }
@@ -91,6 +96,10 @@ def _traceback(e):
         return buf.getvalue()
     except Exception:  # noqa: BLE001 - a missing traceback must not hide the error reply
         return None
+
+
+def _clip(text):
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
 
 
 class Server:
@@ -122,7 +131,33 @@ class Server:
             self._flush()
 
     def error(self, i, message):
-        self.send({"id": i, "ok": False, "error": message})
+        self.send({"id": i, "ok": False, "error": _clip(message)})
+
+    def send_part(self, i, key, value):
+        """One top-level key of a result as "result" events: one line, or a list in as many
+        lines as it takes ("extend"), its items clipped to MAX_TEXT; never dropped."""
+        try:
+            self.send({"id": i, "ev": "result", "data": {key: value}})
+            return
+        except ValueError:  # too long for one line
+            pass
+        if not isinstance(value, list):
+            value = [value]
+        room = wire.MAX_LINE - 64 - len(key)  # the line's frame, id and key
+        chunk, size = [], 0
+        for item in value:
+            if isinstance(item, str):
+                item = _clip(item)
+            n = len(json.dumps(item)) + 1
+            if n > room:
+                item = _clip(repr(item))
+                n = len(json.dumps(item)) + 1
+            if chunk and size + n > room:
+                self.send({"id": i, "ev": "result", "data": {key: chunk}, "extend": True})
+                chunk, size = [], 0
+            chunk.append(item)
+            size += n
+        self.send({"id": i, "ev": "result", "data": {key: chunk}, "extend": True})
 
     def readline(self):
         """Length of the next line in self.buf (line ending excluded); minus the full length
@@ -179,10 +214,13 @@ class Server:
                 return
             self.send({"id": i, "ok": True, "result": result})
         except Exception as e:  # noqa: BLE001 - any failure is the host's to see; keep serving
-            trace = _traceback(e)
-            if trace:
-                self.send({"id": i, "ev": "log", "data": trace[-wire.MAX_LINE // 2 :]})
-            self.error(i, "%s: %s" % (type(e).__name__, e))
+            try:
+                trace = _traceback(e)
+                if trace:
+                    self.send({"id": i, "ev": "log", "data": trace[-MAX_TEXT:]})
+                self.error(i, "%s: %s" % (type(e).__name__, e))
+            except Exception:  # noqa: BLE001 - even the report failed: a fixed, short one
+                self.send({"id": i, "ok": False, "error": "internal error"})
 
     def need_runner(self):
         if self.runner is None:
@@ -210,7 +248,7 @@ class Server:
         # One section per line: every line stays under MAX_LINE and no single big string is built.
         parts = []
         for k in res:
-            send({"id": i, "ev": "result", "data": {k: res[k]}})
+            self.send_part(i, k, res[k])
             parts.append(k)
         send({"id": i, "ok": True, "result": {"parts": parts}})
 

@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import shutil
 import statistics
 import sys
 import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import lz4.block
 
-import ucz
+from ucompressd import sizing
+from ucompressd.errors import INTERRUPTED, Failure
+from ucompressd.link import BoardError, CommandError, Link
+from ucompressd.staging import firmware_dir, stage_firmware
 from ucz import counters as C
 from ucz import pagedata, runner
 from ucz.server import firmware_digest
-from ucompressd.link import BoardError, CommandError, Link, PortError
 
-FIRMWARE_DIR = Path(ucz.__file__).resolve().parent
+if TYPE_CHECKING:
+    from ucompressd.boards import Profile
+
+FIRMWARE_DIR = firmware_dir()
 MODES = ("kswapd", "kcompressd")
 # Columns of a sample, in the order files show them: time and gauges, then the counters.
 SAMPLE_KEYS = ("t_us", "free", "queued", "ring") + C.NAMES + ("pgsteal_anon",)
@@ -31,7 +34,7 @@ SAMPLE_KEYS = ("t_us", "free", "queued", "ring") + C.NAMES + ("pgsteal_anon",)
 ProgressHandler = Callable[[str, int, int], None]
 
 
-class RunFailed(Exception):
+class RunFailed(Failure):
     """The board failed mid-experiment, or Ctrl-C stopped it (`interrupted`); `partial` is the
     results document so far (samples too)."""
 
@@ -40,6 +43,10 @@ class RunFailed(Exception):
         self.partial = partial
         self.interrupted = interrupted
 
+    @property
+    def exit_status(self) -> int:  # type: ignore[override]
+        return INTERRUPTED if self.interrupted else Failure.exit_status
+
 
 @dataclass
 class Board:
@@ -47,58 +54,36 @@ class Board:
     kind: str  # "sim", "qemu" or "serial"
     interpreter: str | None = None  # the MicroPython behind a simulated board, as sim found it
     staged_sha256: str | None = None  # digest of the firmware we staged (sim only)
-    profile: str | None = None  # the board profile's name, where one is known
+    profile: Profile | None = None  # --board: the profile whose defaults the runs use
     image: dict[str, Any] | None = None  # a QEMU board's image (qemu.Image.info)
 
 
-def stage_firmware(flash_dir: Path | str) -> str:
-    """Copy firmware/ucz/*.py into `flash_dir`/ucz (the board's /ucz); return their digest."""
-    dest = Path(flash_dir) / "ucz"
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for f in sorted(FIRMWARE_DIR.glob("*.py")):
-        shutil.copyfile(f, dest / f.name)
-    digest = firmware_digest(str(dest))
-    assert digest is not None
-    return digest
-
-
 @contextlib.contextmanager
-def open_board(port: str | None, micropython: str | None = None,
-               heapsize: str | None = None, profile: Any = None) -> Iterator[Board]:
-    """The board at `port`, or a fresh simulated board with this host's firmware staged, or
-    (`profile` of a QEMU board, no port) a fresh QEMU board, its image built on first use."""
-    name = getattr(profile, "name", None)
+def open_board(port: str | None, profile: Profile | None = None,
+               micropython: str | None = None, heapsize: int | str | None = None
+               ) -> Iterator[Board]:
+    """The board at `port`, else one started here as the profile's kind says (the one place
+    that decides): "sim" and "real" (no port: a simulated board stands in) get a fresh
+    simulated board with this host's firmware staged and the profile's heap (`heapsize`
+    overrides; no profile: the sim profile's)."""
     if port:
-        yield Board(url=port, kind="serial", profile=name)
+        yield Board(url=port, kind="serial", profile=profile)
         return
-    if getattr(profile, "qemu", None) is not None:
+    if profile is not None and profile.kind == "qemu":  # its image is built on first use
         from ucompressd import qemu
 
-        try:
-            board = qemu.QemuBoard(profile, log=sys.stderr).start()
-        except qemu.ToolsMissing as e:
-            raise PortError(str(e)) from None
-        except qemu.QemuError as e:
-            raise BoardError(f"cannot start {name}: {e}") from None
-        try:
-            assert board.image is not None
-            yield Board(board.port, "qemu", str(board), profile=name, image=board.image.info)
-        finally:
-            board.close()
+        with qemu.QemuBoard(profile, log=sys.stderr) as qb:
+            assert qb.image is not None
+            yield Board(qb.port, "qemu", str(qb), profile=profile, image=qb.image.info)
         return
-    from ucompressd.sim import EXPERIMENT_HEAPSIZE, SimBoard, SimError
+    from ucompressd.sim import SimBoard
 
     with tempfile.TemporaryDirectory(prefix="ucz-flash-") as flash:
         digest = stage_firmware(flash)
+        heap = heapsize if heapsize is not None else (profile.memory.heap if profile else None)
+        sim = SimBoard(flash_dir=flash, micropython=micropython, heapsize=heap).start()
         try:
-            sim = SimBoard(flash_dir=flash, micropython=micropython,
-                           heapsize=heapsize or EXPERIMENT_HEAPSIZE).start()
-        except SimError as e:  # no interpreter, or it cannot boot: there is no board to use
-            raise PortError(f"cannot start the simulated board: {e}") from None
-        try:
-            yield Board(sim.port, "sim", str(sim.interpreter), digest)
+            yield Board(sim.port, "sim", str(sim.interpreter), digest, profile)
         finally:
             sim.close()
 
@@ -125,8 +110,15 @@ def run(
     label: str = "run",
     timeout: float = 10.0,
     audit: int = 0,
+    *,
+    given: Iterable[str] | None = None,
+    auto_zpool: bool = False,
 ) -> dict[str, Any]:
     """One experiment with a validated config (runner.config) on a freshly reset board.
+
+    Before it runs, the sizes are checked against the board's free heap (sizing.fit):
+    FitError names the knobs in `given` (default: all) that would make it fit; auto_zpool:
+    the zpool was automatic, so it is cut to what fits instead.
 
     audit > 0: the board then sends that many of its compressed pages; each is decoded here
     with the lz4 package and compared with the page regenerated from (seed, page, version).
@@ -150,6 +142,9 @@ def run(
     try:
         with Link(board.url, timeout=timeout) as link:
             hello = link.hello
+            if hello.get("mem_free") is not None:  # (CPython reports none: nothing to fit)
+                cfg = sizing.fit({**cfg, "zpool": 0} if auto_zpool else cfg, hello["mem_free"],
+                                 given, hello.get("word"))
             # The run streams a sample every sample_ms: silence longer than a few means trouble.
             silence = max(timeout, 3 * cfg.get("sample_ms", 0) / 1000)
             try:
@@ -157,8 +152,6 @@ def run(
                 raw = link.request("run", args, on_event=on_event, timeout=silence)
             finally:
                 link_stats = {"noise": link.noise, "corrupt": link.corrupt, "log": link.log}
-    except PortError:
-        raise
     except (BoardError, CommandError, KeyboardInterrupt) as e:
         # (Link's close() has already stopped the board's server on the way out.)
         interrupted = isinstance(e, KeyboardInterrupt)
@@ -170,6 +163,10 @@ def run(
         partial["error"] = why
         raise RunFailed(why, partial, interrupted) from None
     doc = results(board, hello, cfg, raw, samples, link_stats)
+    doc["sizing"] = {"heap_free": hello.get("mem_free"), "heap_needed": sizing.heap_needed(cfg),
+                     "run_slack": sizing.run_slack(cfg, hello.get("word") or sizing.WORD),
+                     "zpool_auto": runner.config({**cfg, "zpool": 0})["zpool"]
+                     if auto_zpool else None}
     if audit:
         doc["audit"] = check_audit(audited, cfg, audit, raw.get("audit") or {})
     return doc
@@ -238,7 +235,6 @@ def results(
         "board": {
             "port": board.url,
             "kind": board.kind,
-            "profile": board.profile,
             "platform": hello.get("platform"),
             "machine": hello.get("machine"),
             "threads": hello.get("threads"),
@@ -266,12 +262,20 @@ def results(
         "zpool": raw.get("zpool"),
         "meta": raw.get("meta"),
         "link": link_stats,
+        "profile": _profile_doc(board.profile),
         "samples": [_ordered(x, SAMPLE_KEYS) for x in samples],
     }
     # Whatever else the runner reports (states, watermarks, problems, heap...) is kept as is.
     used = {"config", "counters", "stall_hist", "zpool", "meta", "impl", "version"}
     doc.update({k: v for k, v in raw.items() if k not in used and k not in doc})
     return doc
+
+
+def _profile_doc(p: Profile | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {"name": p.name, "title": p.title, "defaults": dict(p.defaults),
+            "heap": p.memory.heap, "path": str(p.path) if p.path else None}
 
 
 def _ordered(d: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
@@ -340,7 +344,8 @@ def metrics(run_doc: dict[str, Any]) -> dict[str, float | int | None]:
 # -- several boards ------------------------------------------------------------------------------
 
 
-def on_boards(ports: list[str], job: Callable[[Board], dict[str, Any]]) -> dict[str, Any]:
+def on_boards(ports: list[str], job: Callable[[Board], dict[str, Any]],
+              profile: Profile | None = None) -> dict[str, Any]:
     """job(board) on every board at once, one thread (and so one Link) each.
 
     Returns {"boards": {port: job's document}} in the order of `ports`. When some board
@@ -352,7 +357,7 @@ def on_boards(ports: list[str], job: Callable[[Board], dict[str, Any]]) -> dict[
 
     def work(port: str) -> None:
         try:
-            docs[port] = job(Board(url=port, kind="serial"))
+            docs[port] = job(Board(url=port, kind="serial", profile=profile))
         except RunFailed as e:
             docs[port] = e.partial
             errors[port] = e

@@ -45,6 +45,7 @@ from typing import TextIO
 
 import ucz
 from ucompressd import boards
+from ucompressd.errors import Failure, InputError
 from ucompressd.sim import _read, _write  # the non-blocking pty/pipe I/O both bridges use
 
 SOURCE_PACKAGE = "micropython"
@@ -76,11 +77,11 @@ HOST_BUFFER = 1 << 20  # board output kept for a host that does not read, before
 BOOT_S = 20.0  # from launch to the REPL banner (QEMU itself starts in well under a second)
 
 
-class QemuError(RuntimeError):
+class QemuError(Failure):
     """The QEMU board cannot be built or run (a tool failed, QEMU died): exit status 1."""
 
 
-class ToolsMissing(QemuError):
+class ToolsMissing(InputError):
     """What building or running a QEMU board needs is not installed: exit status 2."""
 
 
@@ -640,21 +641,13 @@ def qemu_profiles(names: list[str] | None) -> list[boards.Profile]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ucompressd import errors
-
+    """`ucompressd qemu`: errors go up to cli.main (one line, exit 2 or 1)."""
     if args.qemu_command == "packages":
         print(" ".join(packages()))
         return 0
-    try:
-        for p in qemu_profiles(args.board):
-            img = build(p, sys.stderr, force=args.force)
-            print(json.dumps(img.info))
-    except ToolsMissing as e:
-        return errors.usage(e)
-    except boards.ProfileError as e:
-        return errors.usage(e)
-    except QemuError as e:
-        return errors.failed(e)
+    for p in qemu_profiles(args.board):
+        img = build(p, sys.stderr, force=args.force)
+        print(json.dumps(img.info))
     return 0
 
 
