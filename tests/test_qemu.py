@@ -224,3 +224,23 @@ def test_missing_tools_name_the_debian_packages():
     assert len(lines) == 1 and "apt-get install" in lines[0]
     for pkg in ("qemu-system-arm", "gcc-arm-none-eabi"):
         assert pkg in lines[0]
+
+
+def test_qemu_dying_is_a_board_error_not_a_hang(m0):
+    import signal
+    import time
+
+    from ucompressd.link import BoardError
+
+    with Link(m0.port, timeout=30) as link:
+        assert link.hello["platform"] == "qemu"
+        assert m0._proc is not None
+        os.kill(m0._proc.pid, signal.SIGKILL)  # the emulator crashes
+        t0 = time.monotonic()
+        with pytest.raises(BoardError):
+            link.request("hello", timeout=30)
+        assert time.monotonic() - t0 < 10
+    deadline = time.monotonic() + 5
+    while m0.alive and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not m0.alive and "exited with status -9" in m0.failure
