@@ -9,6 +9,10 @@ CFLAGS += -mthumb -mfloat-abi=soft
 CFLAGS += -DQEMU_SOC_UCZ_MPS2
 CFLAGS += -DMP_CONFIGFILE='"$(UCZ_QEMU_DIR)/mpconfig_ucz.h"'
 SRC_C += $(UCZ_QEMU_DIR)/ucz_board.c
+# ucz.zram's ZramDisk formats and mounts FAT and littlefs, as on rp2 (extmod adds the sources).
+MICROPY_VFS_FAT = 1
+MICROPY_VFS_LFS2 = 1
+SRC_C += shared/timeutils/timeutils.c
 SRC_QSTR += $(UCZ_QEMU_DIR)/ucz_board.c
 
 # ucz_board.c provides stdin and poll from its interrupt-fed buffer: the port's polling versions

@@ -14,6 +14,11 @@
 #undef MICROPY_PY_SYS_STDIO_BUFFER
 #define MICROPY_PY_SYS_STDIO_BUFFER (1)
 
+// FAT as rp2 has it (ZramDisk formats blocks of up to 4 KiB).
+#define MICROPY_FATFS_ENABLE_LFN    (1)
+#define MICROPY_FATFS_RPATH         (2)
+#define MICROPY_FATFS_MAX_SS        (4096)
+
 #if defined(__ARM_ARCH_6M__)
 // ARMv6-M (Cortex-M0/M0+, RP2040): the native/viper emitter must stay within the v6-M Thumb
 // subset (the port assumes ARMv7-M), and there is no FPU for inline assembler float ops.

@@ -108,6 +108,14 @@ void ucz_board_init(void) {
     #endif
 }
 
+#if MICROPY_VFS_FAT
+#include "lib/oofatfs/ff.h"
+// FAT timestamps: the board has no calendar; files are dated 2025-01-01 00:00.
+DWORD get_fattime(void) {
+    return ((2025 - 1980) << 25) | (1 << 21) | (1 << 16);
+}
+#endif
+
 void ucz_board_wfi(void) {
     __asm volatile ("wfi");
 }

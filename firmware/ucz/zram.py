@@ -108,6 +108,8 @@ def choose_mode(mode, compressor):
     """(mode, placement) with None resolved for this port (see the module comment)."""
     if mode is None:
         mode = "kcompressd" if PARALLEL else "kswapd"
+    if compressor is None:  # a second thread where the port has one (not the QEMU boards)
+        compressor = "thread" if THREADS else "task"
     if mode not in ("kswapd", "kcompressd"):
         raise ValueError("mode: must be kswapd or kcompressd")
     if compressor not in ("task", "thread"):
@@ -284,7 +286,7 @@ class ZramDisk(_Device):
     """
 
     def __init__(self, size=None, ram=64 * 1024, block_size=4096, mode=None,
-                 compressor="thread", arena=None, fat_discard=True):
+                 compressor=None, arena=None, fat_discard=True):
         if block_size & (block_size - 1) or not 512 <= block_size <= 4096:
             raise ValueError("block_size: must be a power of two in 512..4096")
         nframes, zbytes = layout(ram, block_size)
@@ -569,7 +571,7 @@ class ZramLog(_Device):
     overwrite=True drops the oldest page and goes on (a ring keeping the newest records).
     """
 
-    def __init__(self, ram=64 * 1024, page_size=4096, mode=None, compressor="thread",
+    def __init__(self, ram=64 * 1024, page_size=4096, mode=None, compressor=None,
                  overwrite=False, arena=None):
         nframes, zbytes = layout(ram - page_size, page_size)  # the open page is RAM too
         npages = min(0xFFFE, max(nframes + 4, MAX_RATIO * ram // page_size))

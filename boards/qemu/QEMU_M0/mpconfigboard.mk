@@ -7,6 +7,6 @@ CFLAGS += -mcpu=cortex-m0
 CFLAGS += -DMICROPY_HW_MCU_NAME='"Cortex-M0 (ARMv6-M code, unaligned traps on)"'
 CFLAGS += -DUCZ_UART0_BASE=0x40004000 -DUCZ_UART0_RX_IRQ=0 -DUCZ_SYSCLK_HZ=25000000
 CFLAGS += -DUCZ_UNALIGN_TRAP=1
-LDSCRIPT = mcu/arm/mps2.ld
+LDSCRIPT = $(BOARD_DIR)/mps2.ld
 SRC_BOARD_O = shared/runtime/gchelper_native.o shared/runtime/gchelper_thumb1.o
 MPY_CROSS_FLAGS += -march=armv6m
