@@ -120,6 +120,7 @@ def test_unaligned_32bit_viper_load_faults(m0):
 SUITE = sorted((REPO / "tests" / "firmware").glob("test_*.py"))
 
 
+@pytest.mark.timeout(1200)  # emulated ARMv6-M with the plain LZ4: minutes per file under load
 @pytest.mark.parametrize("path", SUITE, ids=[p.stem for p in SUITE])
 def test_firmware_suite_on_qemu_m0(m0_profile, m0_suite_image, path: Path):
     # The frozen ucz is what runs (sys.path holds only .frozen); the repo is mounted so the
@@ -168,6 +169,7 @@ def test_kswapd_run_is_clean_and_deterministic(m0_image, tmp_path):
     assert [s["t_us"] for s in a["samples"]] == [s["t_us"] for s in b["samples"]]
 
 
+@pytest.mark.timeout(1200)
 def test_codec_conformance_and_fuzz_on_qemu_m0(m0_profile, m0_suite_image, tmp_path):
     # tests/mp/lz4_check.py on ARMv6-M with the traps on (the frozen ucz, the suite's 400K
     # heap), its blocks then decoded by the host's C lz4. Without the > 64 KiB page: read
