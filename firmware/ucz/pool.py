@@ -37,6 +37,7 @@ WRITEBACK = const(3)
 ZSTORED = const(4)
 SAME = const(5)
 STATE = const(0x0F)
+PICKED = const(0x20)  # a victim in the scanner's batch, not yet queued: the hand skips it
 HUGE = const(0x40)  # last store found it incompressible and it was not written since
 REF = const(0x80)   # referenced (PG_referenced): the CLOCK hand gives it a second chance
 NONE = const(0xFFFF)
@@ -46,13 +47,16 @@ STATE_NAMES = ("unmapped", "resident", "queued", "writeback", "zstored", "same")
 class Scratch:
     """Per-thread buffers for storing a page: no allocation per page."""
 
-    def __init__(self, page_size):
+    def __init__(self, page_size, batch=1):
         self.buf = bytearray(lz4.bound(page_size))
         self.table = lz4.new_table()
         self.word = zeros("I", 1)
         self.us = 0     # time the last page's store took (compress() + place())
         self.busy = 0   # total store time through this scratch (scan_us excludes it)
         self.frame = 0  # frame of the page the last ring pop returned
+        # A batch of pages (and, from dequeue_batch, their frames) moved in one lock round.
+        self.pages = zeros("H", batch)
+        self.frames = zeros("H", batch)
 
 
 def watermarks(nframes):
@@ -77,7 +81,7 @@ def arena_bytes(nframes, page_size, zpool_bytes):
 
 class Pool:
     def __init__(self, npages, nframes, page_size, zpool_bytes, data=0, seed=1,
-                 wmin=0, wlow=0, whigh=0, ring=64, arena=None):
+                 wmin=0, wlow=0, whigh=0, ring=64, arena=None, batch=8):
         if page_size & (page_size - 1) or not 256 <= page_size <= 4096:
             raise ValueError("page_size: must be a power of two in 256..4096")
         if not 1 <= npages < NONE:
@@ -86,6 +90,8 @@ class Pool:
             raise ValueError("frames: must be 4..%d" % (NONE - 1))
         if not 1 <= ring < NONE:
             raise ValueError("ring: must be 1..%d" % (NONE - 1))
+        if not 1 <= batch <= ring:
+            raise ValueError("batch: must be 1..ring (%d)" % ring)
         if not (wmin or wlow or whigh):
             wmin, wlow, whigh = watermarks(nframes)
         if not 0 < wmin < wlow < whigh < nframes:
@@ -130,10 +136,11 @@ class Pool:
         self.rsize = ring
         self.rhead = 0
         self.rcount = 0
+        self.batch = batch  # pages isolated (and drained) per lock round
         self.c = C.new()
         self.hist = C.new_hist()
         self.lock = allocate_lock()
-        self.scratch = Scratch(page_size)  # the main thread's (scanner inline, direct reclaim)
+        self.scratch = Scratch(page_size, batch)  # the main thread's (scanner, direct reclaim)
         self.scanner = None  # set by Scanner: direct reclaim and wake-ups go through it
 
     # -- accounting --------------------------------------------------------------------------
@@ -175,6 +182,7 @@ class Pool:
         t0 = ticks_us()
         c = self.c
         c[C.ALLOCSTALL] += 1
+        queued = self.nqueued  # pages in the ring while the app stalls: the hand-off's latency
         self.scanner.wake()
         self.scanner.direct()
         lk = self.lock
@@ -188,6 +196,9 @@ class Pool:
             lk.release()
         dt = ticks_diff(ticks_us(), t0)
         c[C.ALLOCSTALL_US] += dt
+        if queued:
+            c[C.ALLOCSTALL_QUEUED] += 1
+            c[C.ALLOCSTALL_QUEUED_US] += dt
         C.hist_add(self.hist, dt)
         if f >= 0:
             c[C.PGALLOC] += 1
@@ -408,10 +419,79 @@ class Pool:
             lk.release()
         return True
 
+    def cheap(self, p):
+        """True when storing resident page p costs less than handing it off: same-filled (one
+        word kept, no slot) or known incompressible (HUGE: a copy, no LZ4). Main thread only."""
+        if self.state[p] & HUGE:
+            return True
+        sc = self.scratch
+        return same_word(self.frames, self.val[p] * self.P, self.P, sc.word, 0)
+
     # -- the kcompressd ring -----------------------------------------------------------------------
 
+    def enqueue_batch(self, pages, n):
+        """Isolate resident pages pages[0:n] into the ring in one lock round; returns how many
+        went in (the first k of them: a full ring takes no more)."""
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
+            room = self.rsize - self.rcount
+            if n > room:
+                n = room
+            i = self.rhead + self.rcount
+            state = self.state
+            ring = self.ring
+            k = 0
+            while k < n:
+                if i >= self.rsize:
+                    i -= self.rsize
+                p = pages[k]
+                ring[i] = p
+                state[p] = QUEUED | (state[p] & HUGE)
+                i += 1
+                k += 1
+            self.rcount += n
+            self.nqueued += n
+            c = self.c
+            c[C.KCOMPRESSD_ENQUEUE] += n
+            c[C.KCOMPRESSD_BATCH] += 1
+            if self.rcount > c[C.KCOMPRESSD_QUEUE_MAX]:
+                c[C.KCOMPRESSD_QUEUE_MAX] = self.rcount
+        finally:
+            lk.release()
+        return n
+
+    def dequeue_batch(self, sc, nmax):
+        """Take up to nmax still-queued pages, oldest first (-> WRITEBACK), in one lock round.
+
+        The pages go to sc.pages[0:k], their frames to sc.frames[0:k]; returns k.
+        """
+        k = 0
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
+            state = self.state
+            while self.rcount and k < nmax:
+                p = self.ring[self.rhead]
+                self.rhead += 1
+                if self.rhead == self.rsize:
+                    self.rhead = 0
+                self.rcount -= 1
+                s = state[p]
+                if s & STATE == QUEUED:
+                    state[p] = WRITEBACK | (s & HUGE)
+                    sc.pages[k] = p
+                    sc.frames[k] = self.val[p]
+                    k += 1
+        finally:
+            lk.release()
+        return k
+
     def enqueue(self, p):
-        """Isolate resident page p into the ring; False when the ring is full."""
+        """Isolate resident page p into the ring; False when the ring is full (one page:
+        enqueue_batch does the same for a batch)."""
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
             pass
@@ -426,6 +506,8 @@ class Pool:
             self.state[p] = QUEUED | (self.state[p] & HUGE)
             self.nqueued += 1
             c = self.c
+            c[C.KCOMPRESSD_ENQUEUE] += 1
+            c[C.KCOMPRESSD_BATCH] += 1
             if self.rcount > c[C.KCOMPRESSD_QUEUE_MAX]:
                 c[C.KCOMPRESSD_QUEUE_MAX] = self.rcount
         finally:
@@ -457,10 +539,12 @@ class Pool:
         return -1
 
     def writeback(self, p, sc, steal):
-        """Compress a dequeued page and publish it unless the app rescued it meanwhile."""
+        """Compress a dequeued page (frame sc.frame) and publish it unless the app rescued it
+        meanwhile; True when its frame was freed."""
         f = sc.frame
         n = self.compress(p, f, sc)
         h = self.place(f, n, sc)
+        done = False
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
             pass
@@ -471,13 +555,25 @@ class Pool:
                     self.state[p] = RESIDENT | (self.state[p] & HUGE)  # zpool full: keep it
                 else:
                     self.publish(p, f, n, h, sc, steal)
+                    done = True
             elif n >= 0 and h >= 0:
                 self.z.free(h, n)  # rescued while we worked: drop our copy
                 self.nplaced -= 1
                 self.placed_bytes -= n
-
         finally:
             lk.release()
+        return done
+
+    def writeback_oldest(self, steal):
+        """Compress the oldest queued page inline (main thread): a full ring or a stall does
+        the compressor's next job rather than evicting yet another page, so pages still leave
+        in LRU order. -1 when nothing is queued, 0 when the store failed (zpool full), else 1."""
+        sc = self.scratch
+        p = self.dequeue(sc)
+        if p < 0:
+            return -1
+        return 1 if self.writeback(p, sc, steal) else 0
+
     # -- invariants (tests and --check runs) ---------------------------------------------------------
 
     def check(self):
