@@ -6,7 +6,7 @@ import sys
 import gc
 from ucz import wire, VERSION
 
-COMMANDS = ("hello", "defaults", "run", "gc", "bye")
+COMMANDS = ("hello", "defaults", "run", "calibrate", "gc", "bye")
 
 
 def _pkg_dir():
@@ -50,6 +50,25 @@ def _mem():
     return (f() if f else None), (a() if a else None)
 
 
+def _cores():
+    """CPUs this board may run the compressor on: the unix port's allowed CPUs (its affinity,
+    so a simulated board pinned to one CPU says 1), 2 on rp2 (core 1), None where unknown."""
+    if sys.platform == "rp2":
+        return 2
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    n = 0
+                    for part in line.split(":", 1)[1].strip().split(","):
+                        lo, _, hi = part.partition("-")
+                        n += int(hi or lo) - int(lo) + 1
+                    return n
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
 def _hello():
     impl = sys.implementation
     try:
@@ -70,6 +89,7 @@ def _hello():
         "platform": sys.platform,
         "threads": threads,
         "gil": gil,
+        "cores": _cores(),
         "mem_free": free,
         "mem_alloc": alloc,
         "max_line": wire.MAX_LINE,
@@ -168,6 +188,14 @@ class Server:
             elif cmd == "defaults":
                 runner = self.need_runner()
                 result = {"defaults": runner.DEFAULTS, "choices": runner.CHOICES}
+            elif cmd == "calibrate":
+                from ucz.calibrate import calibrate
+
+                args = msg.get("args") or {}
+                loops = args.get("loops", 100000)
+                if isinstance(loops, bool) or not isinstance(loops, int) or not 1 <= loops <= 10**8:
+                    raise ValueError("loops: %r is not a count from 1 to 10**8" % (loops,))
+                result = calibrate(loops, _hello()["threads"])
             elif cmd == "gc":
                 gc.collect()
                 free, alloc = _mem()

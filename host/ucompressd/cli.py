@@ -26,7 +26,9 @@ from ucz import runner
 # Help for the experiment knobs; the knobs themselves, their defaults and their rules come from
 # ucz.runner (DEFAULTS, CHOICES, config), the very code that validates them on the board.
 KNOB_HELP = {
-    "mode": "reclaim design: kswapd (the scanner compresses) or kcompressd (it queues)",
+    "mode": "reclaim design: kswapd (the scanner compresses), kcompressd (it queues), or "
+            "auto (per batch, whichever costs the app's core less)",
+    "batch": "pages isolated / drained per lock round",
     "compressor": "where kcompressd's compressor runs: an asyncio task or a _thread",
     "workload": "access pattern",
     "pages": "pages the workload touches",
@@ -127,10 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("compare", help="the same workload under kswapd and under kcompressd")
+    p = sub.add_parser("compare", help="the same workload under kswapd, kcompressd and auto")
     _add_knobs(p, skip=("mode",))
     p.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="runs per mode; the table shows medians and min..max (default 1)")
+                   help="runs per mode, interleaved; the table shows medians with 95%% "
+                        "intervals and which changes are significant (default 1)")
+    p.add_argument("--modes", default=",".join(experiment.MODES), metavar="LIST",
+                   help="designs to compare, the baseline first (default %(default)s)")
     _add_common(p)
     p.set_defaults(func=cmd_compare)
 
@@ -262,7 +267,10 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     # With no knobs this is the runner's defaults: a high-pressure run (a quarter of the pages
     # resident) whose kswapd/kcompressd pair takes seconds on the simulated board.
     args = _knobs(ns)
-    for mode in experiment.MODES:  # refuse bad knobs before a board is touched
+    modes = [m for m in ns.modes.split(",") if m]
+    if len(modes) < 2 or len(set(modes)) != len(modes):
+        raise ArgumentError("--modes: name two or more different designs, e.g. kswapd,auto")
+    for mode in modes:  # refuse bad knobs before a board is touched
         _config({**args, "mode": mode})
     _check_board_args(ns)
 
@@ -270,7 +278,7 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         a = dict(args)
         if "compressor" not in a:  # each board its own: they may differ in cores and GIL
             a["compressor"] = experiment.default_compressor(experiment.probe(board, ns.timeout))
-        cfgs = {mode: _config({**a, "mode": mode}) for mode in experiment.MODES}
+        cfgs = {mode: _config({**a, "mode": mode}) for mode in modes}
 
         def progress(what: str, done: int, total: int) -> None:
             on_progress(label + what, done, total)
@@ -293,7 +301,12 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     else:
         Console().print(report.compare_table(doc))
         docs = [doc]
-    runs = [r for d in docs for m in experiment.MODES for r in d.get("repeats", {}).get(m, [d[m]])]
+    for d in docs:
+        line = report.noise_line(d)
+        if line:
+            print(f"ucompressd: {line}", file=sys.stderr)
+    runs = [r for d in docs for m in modes if m in d
+            for r in d.get("repeats", {}).get(m, [d[m]])]
     return _audit_failures(runs)
 
 
