@@ -439,6 +439,8 @@ class Pool:
             room = self.rsize - self.rcount
             if n > room:
                 n = room
+            if n <= 0:
+                return 0
             i = self.rhead + self.rcount
             state = self.state
             ring = self.ring

@@ -14,20 +14,20 @@ from .pool import RESIDENT, STATE, REF, NONE, PICKED
 
 # Auto's measurement: a window is this many reclaimed pages (about 25 ms of a busy default
 # run: long enough that one host preemption of a few ms does not decide it).
-_WINDOW_PAGES = const(256)
+WINDOW_PAGES = const(256)
 # A trial of the other design must beat the current one's recent cost by 1/8 (12.5%) to win:
 # the hysteresis that keeps two near-equal designs from flapping.
-_MARGIN_8THS = const(7)
+MARGIN_8THS = const(7)
 # Windows between trials: starts short (both designs measured early), doubles after every
 # trial lost (a trial of the worse design costs up to one window), resets after a switch.
-_PROBE_MIN = const(1)
-_PROBE_MAX = const(16)
+PROBE_MIN = const(1)
+PROBE_MAX = const(16)
 
 
 class Auto:
     """Chooses, per batch, between handing victims off (kcompressd) and compressing them
     inline (kswapd), by what a reclaimed page costs the app's core: the wall time of a window
-    of _WINDOW_PAGES reclaimed pages, which holds every cost the split adds or saves there
+    of WINDOW_PAGES reclaimed pages, which holds every cost the split adds or saves there
     (lock rounds, ring backlog, fallbacks, stalls while pages sit queued, inline compression,
     and a compressor thread that turns out to share the app's core).
 
@@ -45,7 +45,7 @@ class Auto:
         self.same_core = same_core
         self.cost = 0    # running cost of the current design, us per page x 16 (0: none yet)
         self.trial = False
-        self.probe = _PROBE_MIN
+        self.probe = PROBE_MIN
         self.windows = 0  # windows of the current design since the last trial or switch
         self.t0 = ticks_us()
         self.s0 = 0
@@ -64,20 +64,20 @@ class Auto:
     def step(self, comp):
         """After a batch: close the window if it is full and decide; True to hand off next."""
         pages = self._steal() - self.s0
-        if pages < _WINDOW_PAGES:
+        if pages < WINDOW_PAGES:
             return self.offload
         cost = (ticks_diff(ticks_us(), self.t0) << 4) // pages
         c = self.pool.c
         if self.trial:
             self.trial = False
-            if cost * 8 < self.cost * _MARGIN_8THS:
+            if cost * 8 < self.cost * MARGIN_8THS:
                 # The other design won: it is now the current one, counted as a switch.
                 c[C.KCOMPRESSD_AUTO_OFFLOAD if self.offload else C.KCOMPRESSD_AUTO_INLINE] += 1
                 self.cost = cost
-                self.probe = _PROBE_MIN
+                self.probe = PROBE_MIN
                 self._set(self.offload)
             else:
-                self.probe = min(self.probe * 2, _PROBE_MAX)
+                self.probe = min(self.probe * 2, PROBE_MAX)
                 self._set(not self.offload)  # back to the current design
         else:
             self.cost = cost if self.cost == 0 else (3 * self.cost + cost) >> 2
