@@ -82,19 +82,28 @@ def test_compare_both_modes_same_workload(tmp_path, capsys):
     j = tmp_path / "cmp.json"
     assert main(["compare", *QUICK, "--workload", "zipf", "--repeat", "2", "--json", str(j)]) == 0
     doc = json.loads(j.read_text())
-    ks, kc = doc["kswapd"], doc["kcompressd"]
-    assert ks["config"]["mode"] == "kswapd" and kc["config"]["mode"] == "kcompressd"
+    ks, kc, au = doc["kswapd"], doc["kcompressd"], doc["auto"]
+    assert [r["config"]["mode"] for r in (ks, kc, au)] == ["kswapd", "kcompressd", "auto"]
     # Only the mode differs; the simulated board has parallel threads: a compressor thread.
-    assert {k: v for k, v in ks["config"].items() if k != "mode"} == \
-           {k: v for k, v in kc["config"].items() if k != "mode"}
+    for r in (kc, au):
+        assert {k: v for k, v in ks["config"].items() if k != "mode"} == \
+               {k: v for k, v in r["config"].items() if k != "mode"}
     assert kc["config"]["compressor"] == "thread"
-    assert [len(doc["repeats"][m]) for m in ("kswapd", "kcompressd")] == [2, 2]
-    for m in ("kswapd", "kcompressd"):
+    assert [len(doc["repeats"][m]) for m in experiment.MODES] == [2, 2, 2]
+    for m in experiment.MODES:
         s = doc["summary"]["pgsteal_anon_per_s"][m]
-        assert s["min"] <= s["median"] <= s["max"]
+        assert s["min"] <= s["median"] <= s["max"] and s["ci95"] == [s["min"], s["max"]]
         assert doc["summary"]["corrupt"][m]["values"] == [0, 0]
+    pairs = doc["summary"]["pgsteal_anon_per_s"]["pairs"]
+    assert set(pairs) == {"kcompressd/kswapd", "auto/kswapd", "auto/kcompressd"}
+    for p in pairs.values():
+        assert p["measure"] == "ratio" and p["median"] > 0 and isinstance(p["significant"], bool)
+    cal = doc["calibration"]
+    assert cal["before"]["main_us"] > 0 and cal["after"]["main_us"] > 0
+    assert isinstance(cal["noisy"], bool) and isinstance(cal["why"], list)
     out = capsys.readouterr().out
-    assert "kswapd only" in out and "kcompressd" in out and "pgsteal_anon/s" in out
+    assert "kswapd only" in out and "kcompressd" in out and "auto" in out
+    assert "pgsteal_anon/s" in out
 
 
 @needs_sim

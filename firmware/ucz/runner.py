@@ -99,7 +99,10 @@ def config(args):
     elif cfg["zpool"] < ps:
         raise ValueError("zpool: %d bytes hold no page of %d bytes" % (cfg["zpool"], ps))
     if cfg["batch"] > cfg["ring"]:
-        raise ValueError("batch: %d is more than the ring's %d slots" % (cfg["batch"], cfg["ring"]))
+        if "batch" in args:
+            raise ValueError("batch: %d is more than the ring's %d slots"
+                             % (cfg["batch"], cfg["ring"]))
+        cfg["batch"] = cfg["ring"]  # a small ring takes smaller batches by default
     w = (cfg["wmark_min"], cfg["wmark_low"], cfg["wmark_high"])
     if any(w) and not (0 < w[0] < w[1] < w[2] < cfg["frames"]):
         raise ValueError("wmark_min: watermarks need 0 < min < low < high < frames")

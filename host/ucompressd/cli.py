@@ -134,7 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="runs per mode, interleaved; the table shows medians with 95%% "
                         "intervals and which changes are significant (default 1)")
-    p.add_argument("--modes", default=",".join(experiment.MODES), metavar="LIST",
+    p.add_argument("--designs", default=",".join(experiment.MODES), metavar="LIST",
                    help="designs to compare, the baseline first (default %(default)s)")
     _add_common(p)
     p.set_defaults(func=cmd_compare)
@@ -267,9 +267,9 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     # With no knobs this is the runner's defaults: a high-pressure run (a quarter of the pages
     # resident) whose kswapd/kcompressd pair takes seconds on the simulated board.
     args = _knobs(ns)
-    modes = [m for m in ns.modes.split(",") if m]
+    modes = [m for m in ns.designs.split(",") if m]
     if len(modes) < 2 or len(set(modes)) != len(modes):
-        raise ArgumentError("--modes: name two or more different designs, e.g. kswapd,auto")
+        raise ArgumentError("--designs: name two or more different designs, e.g. kswapd,auto")
     for mode in modes:  # refuse bad knobs before a board is touched
         _config({**args, "mode": mode})
     _check_board_args(ns)
@@ -295,11 +295,14 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         except RunFailed as e:
             return _failed(e, ns)
     _save(doc, ns)
+    # A compare table has a column per design and per pair: into a file or a pipe, rich would
+    # wrap it at 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     if "boards" in doc:
-        Console().print(report.boards_compare_table(doc))
+        console.print(report.boards_compare_table(doc))
         docs = list(doc["boards"].values())
     else:
-        Console().print(report.compare_table(doc))
+        console.print(report.compare_table(doc))
         docs = [doc]
     for d in docs:
         line = report.noise_line(d)

@@ -414,6 +414,7 @@ def compare(
     on_progress: ProgressHandler | None = None,
     timeout: float = 10.0,
     audit: int = 0,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """The same workload under each mode (cfgs: mode -> validated config), `repeat` times,
     interleaved (ABCABC..., not AAA BBB) so that drift on the host spreads over all of them,
@@ -426,7 +427,7 @@ def compare(
     each later mode against the second too.
     """
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in cfgs}
-    cal: dict[str, Any] = {"before": _calibration(board, timeout)}
+    cal: dict[str, Any] | None = {"before": _calibration(board, timeout)} if calibrate else None
     for r in range(repeat):
         for mode, cfg in cfgs.items():
             label = f"{mode} {r + 1}/{repeat}" if repeat > 1 else mode
@@ -438,7 +439,8 @@ def compare(
                 doc = _compare_doc({m: rs for m, rs in runs.items() if rs}, cal)
                 doc[mode] = e.partial
                 raise RunFailed(str(e), doc, e.interrupted) from None
-    cal["after"] = _calibration(board, timeout)
+    if cal is not None:
+        cal["after"] = _calibration(board, timeout)
     return _compare_doc(runs, cal)
 
 
