@@ -497,8 +497,9 @@ def main(argv: list[str] | None = None) -> int:
             one = stack.enter_context(one_core_board(args.micropython)) if not args.port else None
             cores: list[Any] = [2] + ([1] if one is not None else [])
             boards = [None, one][: len(cores)]
-            comps = [auto_comp] + ([experiment.default_compressor(experiment.probe(one))]
-                                   if one is not None else [])
+            # The pinned board's hello cannot tell (its files are its flash folder, not the
+            # host's /proc): we pinned it, so auto gets what a one-core hello would give it.
+            comps = [auto_comp, "task"][: len(cores)]
             sweeps["cores"] = sweep(bench, "cores", "cores for the board (1: pinned to one CPU)",
                                     cores, [dict(base) for _ in cores], srepeat, boards, comps)
             doc["sweeps"] = sweeps

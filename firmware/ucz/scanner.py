@@ -21,7 +21,7 @@ MARGIN_8THS = const(7)
 # Windows between trials: starts short (both designs measured early), doubles after every
 # trial lost (a trial of the worse design costs up to one window), resets after a switch.
 PROBE_MIN = const(1)
-PROBE_MAX = const(16)
+PROBE_MAX = const(32)
 
 
 class Auto:
