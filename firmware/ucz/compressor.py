@@ -66,6 +66,7 @@ class Compressor:
             t0 = ticks_us()
             for i in range(k):
                 sc.frame = sc.frames[i]
+                sc.gen = sc.gens[i]
                 pool.writeback(sc.pages[i], sc, C.PGSTEAL_KSWAPD)
             # Only this compressor writes this slot: no lock needed.
             pool.c[C.COMPRESSOR_US] += ticks_diff(ticks_us(), t0)

@@ -4,7 +4,7 @@
 #
 # A "frame" is a page_size slice of one preallocated bytearray (not a physical page); a
 # "page" is a logical page the workload addresses, npages of them, more than there are frames.
-# Per page: state byte + val word + length + version + checksum = 13 bytes; per frame: owner
+# Per page: state byte + val word + length + version + checksum + claim = 14 bytes; per frame: owner
 # and a free-list slot = 4 bytes. No object per page anywhere.
 #
 # Page states (low nibble of state[p]); a page is in exactly one:
@@ -54,9 +54,11 @@ class Scratch:
         self.us = 0     # time the last page's store took (compress() + place())
         self.busy = 0   # total store time through this scratch (scan_us excludes it)
         self.frame = 0  # frame of the page the last ring pop returned
-        # A batch of pages (and, from dequeue_batch, their frames) moved in one lock round.
+        self.gen = 0    # ... and the claim it was taken with (Pool.wbgen)
+        # A batch of pages (and, from dequeue_batch, their frames and claims) in one lock round.
         self.pages = zeros("H", batch)
         self.frames = zeros("H", batch)
+        self.gens = bytearray(batch)
 
 
 def watermarks(nframes):
@@ -119,6 +121,12 @@ class Pool:
         self.clen = zeros("H", npages)
         self.ver = zeros("H", npages)
         self.sum = zeros("I", npages)
+        # Claim number of each page's latest QUEUED -> WRITEBACK: a storer publishes only its
+        # own claim. Without it a page the compressor holds in its batch could be rescued,
+        # queued again and claimed by the main thread, and the compressor's stale copy (of a
+        # frame the app wrote meanwhile) would pass for the new claim (ABA). 8 bits: 256
+        # claims of one page while a storer holds one are not possible.
+        self.wbgen = bytearray(npages)
         self.owner = zeros("H", nframes)
         self.flist = zeros("H", nframes)
         for f in range(nframes):
@@ -147,7 +155,7 @@ class Pool:
 
     def meta_bytes(self):
         """Metadata bytes: (per logical page, per frame, fixed: ring + zpool bookkeeping)."""
-        per_page = 1 + itemsize("I") + itemsize("H") + itemsize("H") + itemsize("I")
+        per_page = 1 + itemsize("I") + itemsize("H") + itemsize("H") + itemsize("I") + 1
         per_frame = 2 * itemsize("H")
         return per_page, per_frame, itemsize("H") * self.rsize + self.z.meta_bytes()
 
@@ -484,8 +492,11 @@ class Pool:
                 s = state[p]
                 if s & STATE == QUEUED:
                     state[p] = WRITEBACK | (s & HUGE)
+                    g = (self.wbgen[p] + 1) & 0xFF
+                    self.wbgen[p] = g
                     sc.pages[k] = p
                     sc.frames[k] = self.val[p]
+                    sc.gens[k] = g
                     k += 1
         finally:
             lk.release()
@@ -534,15 +545,18 @@ class Pool:
                 s = self.state[p]
                 if s & STATE == QUEUED:
                     self.state[p] = WRITEBACK | (s & HUGE)
+                    g = (self.wbgen[p] + 1) & 0xFF
+                    self.wbgen[p] = g
                     sc.frame = self.val[p]
+                    sc.gen = g
                     return p
         finally:
             lk.release()
         return -1
 
     def writeback(self, p, sc, steal):
-        """Compress a dequeued page (frame sc.frame) and publish it unless the app rescued it
-        meanwhile; True when its frame was freed."""
+        """Compress a dequeued page (frame sc.frame, claim sc.gen) and publish it unless the app
+        rescued it meanwhile (or it was claimed again since); True when its frame was freed."""
         f = sc.frame
         n = self.compress(p, f, sc)
         h = self.place(f, n, sc)
@@ -551,7 +565,7 @@ class Pool:
         while not lk.acquire(0):  # spin (see LOCKING)
             pass
         try:
-            if self.state[p] & STATE == WRITEBACK:
+            if self.state[p] & STATE == WRITEBACK and self.wbgen[p] == sc.gen:
                 self.nqueued -= 1
                 if h < 0:
                     self.state[p] = RESIDENT | (self.state[p] & HUGE)  # zpool full: keep it

@@ -144,6 +144,35 @@ def test_rescue_during_writeback_discards_the_compressed_copy():
     assert pool.c[C.CORRUPT] == 0 and pool.check() == []
 
 
+def test_a_stale_claim_never_publishes():
+    # The compressor holds page 4 in its batch; before it stores it, the app rescues and
+    # rewrites the page, the scanner queues it again and the main thread claims it (a stall
+    # or a full ring). The compressor's copy is of the old contents: it must be dropped, and
+    # only the main thread's store counts.
+    pool, sc, comp = _pool()
+    for p in range(10):
+        pool.touch(p, True)
+    pool.enqueue(4)
+    assert pool.dequeue_batch(comp.sc, 4) == 1 and comp.sc.pages[0] == 4
+    real = pool.place
+
+    def meanwhile(f, n, s):
+        if s is comp.sc:  # after the compressor encoded the old contents
+            pool.touch(4, True)
+            assert pool.enqueue(4)
+            assert pool.dequeue(pool.scratch) == 4  # claimed again, by the main thread
+        return real(f, n, s)
+
+    pool.place = meanwhile
+    comp.sc.frame, comp.sc.gen = comp.sc.frames[0], comp.sc.gens[0]
+    assert not pool.writeback(4, comp.sc, C.PGSTEAL_KSWAPD)  # the stale claim: dropped
+    pool.place = real
+    assert pool.state[4] & STATE == 3 and pool.c[C.PSWPOUT] == 0  # still the main's WRITEBACK
+    assert pool.writeback(4, pool.scratch, C.PGSTEAL_KSWAPD)
+    pool.touch(4, False)  # back from the store: the new contents
+    assert pool.c[C.CORRUPT] == 0 and pool.check() == []
+
+
 def test_direct_reclaim_is_a_counted_stall():
     pool, sc, comp = _pool()
     for p in range(64):  # no scanner running: every fault past min reclaims directly
@@ -245,10 +274,19 @@ def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
         for _ in range(64):
             offload = window(37 if offload else 40)
         assert c[C.KCOMPRESSD_AUTO_PROBE] - p0 <= 64 // S.PROBE_MAX + 1
-        # Hand-off becomes far cheaper: the next trial wins and is counted.
-        for _ in range(2 * S.PROBE_MAX + 2):
+        # Hand-off becomes far cheaper: the next trial wins and is counted; from then on it
+        # hands off but for its own (losing) trials of inline.
+        for _ in range(S.PROBE_MAX + 2):
             offload = window(10 if offload else 40)
-        assert offload and c[C.KCOMPRESSD_AUTO_OFFLOAD] == 1 and not comp.doze
+        assert c[C.KCOMPRESSD_AUTO_OFFLOAD] == 1
+        designs = []
+        for _ in range(4 * S.PROBE_MAX):
+            offload = window(10 if offload else 40)
+            designs.append(offload)
+        assert c[C.KCOMPRESSD_AUTO_OFFLOAD] == 1 and c[C.KCOMPRESSD_AUTO_INLINE] == 1
+        assert designs.count(True) > 3 * len(designs) // 4
+        if offload:
+            assert not comp.doze
     finally:
         S.ticks_us = real
 
