@@ -63,6 +63,12 @@ class Auto:
 
     def step(self, comp):
         """After a batch: close the window if it is full and decide; True to hand off next."""
+        if not self.offload and self.pool.nqueued:
+            # Inline, while the compressor still drains what was handed off before: those
+            # pages are not inline's doing. Its window starts when they are gone.
+            self.t0 = ticks_us()
+            self.s0 = self._steal()
+            return False
         pages = self._steal() - self.s0
         if pages < WINDOW_PAGES:
             return self.offload
