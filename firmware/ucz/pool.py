@@ -144,6 +144,7 @@ class Pool:
         self.rsize = ring
         self.rhead = 0
         self.rcount = 0
+        self._one = zeros("H", 1)  # enqueue's batch of one
         self.batch = batch  # pages isolated (and drained) per lock round
         self.c = C.new()
         self.hist = C.new_hist()
@@ -475,84 +476,65 @@ class Pool:
     def dequeue_batch(self, sc, nmax):
         """Take up to nmax still-queued pages, oldest first (-> WRITEBACK), in one lock round.
 
-        The pages go to sc.pages[0:k], their frames to sc.frames[0:k]; returns k.
+        The pages go to sc.pages[0:k], their frames to sc.frames[0:k], their claims to
+        sc.gens[0:k]; returns k.
         """
         k = 0
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
             pass
         try:
-            state = self.state
             while self.rcount and k < nmax:
-                p = self.ring[self.rhead]
-                self.rhead += 1
-                if self.rhead == self.rsize:
-                    self.rhead = 0
-                self.rcount -= 1
-                s = state[p]
-                if s & STATE == QUEUED:
-                    state[p] = WRITEBACK | (s & HUGE)
-                    g = (self.wbgen[p] + 1) & 0xFF
-                    self.wbgen[p] = g
+                p = self._pop()
+                if self.state[p] & STATE == QUEUED:
                     sc.pages[k] = p
                     sc.frames[k] = self.val[p]
-                    sc.gens[k] = g
+                    sc.gens[k] = self._claim(p)
                     k += 1
         finally:
             lk.release()
         return k
 
     def enqueue(self, p):
-        """Isolate resident page p into the ring; False when the ring is full (one page:
-        enqueue_batch does the same for a batch)."""
-        lk = self.lock
-        while not lk.acquire(0):  # spin (see LOCKING)
-            pass
-        try:
-            if self.rcount == self.rsize:
-                return False
-            i = self.rhead + self.rcount
-            if i >= self.rsize:
-                i -= self.rsize
-            self.ring[i] = p
-            self.rcount += 1
-            self.state[p] = QUEUED | (self.state[p] & HUGE)
-            self.nqueued += 1
-            c = self.c
-            c[C.KCOMPRESSD_ENQUEUE] += 1
-            c[C.KCOMPRESSD_BATCH] += 1
-            if self.rcount > c[C.KCOMPRESSD_QUEUE_MAX]:
-                c[C.KCOMPRESSD_QUEUE_MAX] = self.rcount
-        finally:
-            lk.release()
-        return True
+        """Isolate resident page p into the ring; False when the ring is full (a batch of one:
+        main thread only, as every isolation)."""
+        self._one[0] = p
+        return self.enqueue_batch(self._one, 1) == 1
 
     def dequeue(self, sc):
         """Take the next still-queued page for compression (-> WRITEBACK); -1 when none.
 
-        Its frame is left in sc.frame (no tuple allocation).
+        Its frame is left in sc.frame, its claim in sc.gen (no tuple allocation).
         """
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
             pass
         try:
             while self.rcount:
-                p = self.ring[self.rhead]
-                self.rhead += 1
-                if self.rhead == self.rsize:
-                    self.rhead = 0
-                self.rcount -= 1
-                s = self.state[p]
-                if s & STATE == QUEUED:
-                    self.state[p] = WRITEBACK | (s & HUGE)
-                    g = (self.wbgen[p] + 1) & 0xFF
-                    self.wbgen[p] = g
+                p = self._pop()
+                if self.state[p] & STATE == QUEUED:
                     sc.frame = self.val[p]
-                    sc.gen = g
+                    sc.gen = self._claim(p)
                     return p
         finally:
             lk.release()
         return -1
+
+    def _pop(self):
+        """The ring's oldest entry (maybe stale: skip it unless QUEUED). Lock held, rcount > 0."""
+        p = self.ring[self.rhead]
+        self.rhead += 1
+        if self.rhead == self.rsize:
+            self.rhead = 0
+        self.rcount -= 1
+        return p
+
+    def _claim(self, p):
+        """QUEUED -> WRITEBACK for one storer; returns its claim number. Lock held."""
+        self.state[p] = WRITEBACK | (self.state[p] & HUGE)
+        g = (self.wbgen[p] + 1) & 0xFF
+        self.wbgen[p] = g
+        return g
 
     def writeback(self, p, sc, steal):
         """Compress a dequeued page (frame sc.frame, claim sc.gen) and publish it unless the app
