@@ -180,3 +180,27 @@ def test_compare_on_two_boards_in_parallel_one_over_rfc2217(tmp_path, capsys):
 def test_the_same_port_twice_is_refused(capsys):
     assert main(["run", "--port", os.devnull, "--port", os.devnull]) == 2
     assert "--port: the same board given twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("hello, placement", [
+    ({"threads": True, "gil": False}, "thread"),            # rp2, the simulated board
+    ({"threads": True, "gil": False, "cores": 1}, "task"),  # pinned to one CPU
+    ({"threads": True, "gil": True}, "task"),               # ESP32
+    ({"threads": False, "gil": None}, "task"),              # one-core QEMU boards
+], ids=["parallel", "one-core", "gil", "no-threads"])
+def test_run_auto_takes_the_boards_placement(monkeypatch, hello, placement):
+    # Without --compressor, auto (and kcompressd) get the placement the board's hello allows:
+    # auto then starts as kswapd wherever a second thread would share the core.
+    sent = []
+
+    def run(board, cfg, *a):
+        sent.append(cfg)
+        raise experiment.RunFailed("stopped here", {})
+
+    monkeypatch.setattr(experiment, "probe", lambda board, timeout: hello)
+    monkeypatch.setattr(experiment, "run", run)
+    assert main(["run", "--port", "socket://127.0.0.1:9", "--mode", "auto"]) == 1
+    assert sent[0]["mode"] == "auto" and sent[0]["compressor"] == placement
+    assert main(["run", "--port", "socket://127.0.0.1:9", "--mode", "auto",
+                 "--compressor", "thread"]) == 1
+    assert sent[1]["compressor"] == "thread"  # as asked

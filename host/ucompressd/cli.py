@@ -237,15 +237,24 @@ def cmd_run(ns: argparse.Namespace) -> int:
     if ns.audit < 0:
         raise ArgumentError("--audit: must be 0 or more")
     _check_board_args(ns)
+    knobs = _knobs(ns)
+
+    def job(board: experiment.Board, label: str) -> dict[str, Any]:
+        c = cfg
+        if cfg["mode"] != "kswapd" and "compressor" not in knobs:
+            # The board's own placement: auto then starts as kswapd where a second thread
+            # would share the core (no _thread, a GIL, one core).
+            c = _config({**knobs, "compressor": experiment.default_compressor(
+                experiment.probe(board, ns.timeout))})
+        return experiment.run(board, c, on_progress, label, ns.timeout, ns.audit)
+
     with _progress() as on_progress:
         try:
             if ns.port and len(ns.port) > 1:
-                doc = experiment.on_boards(ns.port, lambda b: experiment.run(
-                    b, cfg, on_progress, f"{b.url} {cfg['mode']}", ns.timeout, ns.audit))
+                doc = experiment.on_boards(ns.port, lambda b: job(b, f"{b.url} {cfg['mode']}"))
             else:
                 with experiment.open_board(_one_port(ns), ns.micropython) as board:
-                    doc = experiment.run(board, cfg, on_progress, cfg["mode"], ns.timeout,
-                                         ns.audit)
+                    doc = job(board, cfg["mode"])
         except RunFailed as e:
             return _failed(e, ns)
     _save(doc, ns)
