@@ -351,15 +351,29 @@ def reclaim_targets(vs: dict[str, Any], doc: dict[str, Any], bench: Bench) -> li
                           fmt_spread(scaled(share, 100), "%", 0)
                           + f" (ideal {fmt_spread(v['ideal'] if v else none)})",
                           share["median"], _at_least(share, SHARE_TARGET)))
-    sweeps = doc.get("sweeps", {})
+    sweeps = doc.get("sweeps")
+    if sweeps:
+        targets += sweep_targets(sweeps)
+    failed = [name for name in ("compare", "trace") if "error" in doc.get(name, {})]
+    failed += [f"{sw['param']}={p['value']}" for sw in (sweeps or {}).values()
+               for p in sw["points"] if "error" in p]
+    targets.append(Target("corrupt pages, every run", "0", f"{bench.corrupt} in {bench.runs} runs",
+                          bench.corrupt, bench.corrupt == 0 and not failed,
+                          f"failed: {', '.join(failed)}" if failed else ""))
+    return targets
+
+
+def sweep_targets(sweeps: dict[str, Any]) -> list[Target]:
+    """The targets the sweeps measure: 1 KiB pages, auto in every cell, one core."""
+    none = spread([])
+    targets = []
     small = next((p for p in sweeps.get("page_size", {}).get("points", []) if p["value"] == 1024),
                  None)
     r = (small or {}).get("versus", {}).get("steal_ratio", none)
     targets.append(Target("1 KiB pages of mixed data, kcompressd/thread over kswapd",
                           f">= {SMALL_PAGES}x", fmt_spread(r, "x"), r["median"],
                           _at_least(r, SMALL_PAGES), "" if small else "no page-size sweep"))
-    cells = [(sw["param"], p) for sw in sweeps.values() for p in sw["points"]
-             if sw["param"] != "cores" or p["value"] != 1]
+    cells = [(sw["param"], p) for sw in sweeps.values() for p in sw["points"]]
     judged = [(n, p) for n, p in cells if p.get("auto")]
     missed = [f"{n}={p['value']}" for n, p in judged if not p["auto"]["met"]]
     targets.append(Target(
@@ -372,12 +386,6 @@ def reclaim_targets(vs: dict[str, Any], doc: dict[str, Any], bench: Bench) -> li
     targets.append(Target("one core: auto pgsteal_anon/s over kswapd", f">= {ONE_CORE}x",
                           fmt_spread(r, "x"), r["median"], _at_least(r, ONE_CORE),
                           "" if one else "no one-core board (needs the simulated board, Linux)"))
-    failed = [name for name in ("compare", "trace") if "error" in doc.get(name, {})]
-    failed += [f"{sw['param']}={p['value']}" for sw in sweeps.values()
-               for p in sw["points"] if "error" in p]
-    targets.append(Target("corrupt pages, every run", "0", f"{bench.corrupt} in {bench.runs} runs",
-                          bench.corrupt, bench.corrupt == 0 and not failed,
-                          f"failed: {', '.join(failed)}" if failed else ""))
     return targets
 
 
