@@ -100,7 +100,8 @@ def summarize(kind: str, nbytes: int, fw: list[dict[str, Any]],
 
 def main(argv: list[str] | None = None) -> int:
     ap = common.parser(__doc__.split("\n\n")[0], "codec.json")
-    ap.add_argument("--page-size", type=int, default=1024, help="bytes per page (default 1024)")
+    ap.add_argument("--page-size", type=int,
+                    help="bytes per page (default: the --board profile's, else 1024)")
     ap.add_argument("--pages", type=int, help="pages per kind (default 64; --quick 16)")
     ap.add_argument("--reps", type=int, help="repetitions per round (default 10; --quick 5)")
     ap.add_argument("--rounds", type=int, help="board/host alternations (default 15; --quick 2)")
@@ -109,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     pages = args.pages or (16 if args.quick else 64)
     reps = args.reps or (5 if args.quick else 10)
     rounds = args.rounds or (2 if args.quick else 15)
-    ps = args.page_size
+    ps = args.page_size or common.sizes(args).get("page_size", 1024)
 
     doc: dict[str, Any] = {
         "benchmark": "codec",

@@ -106,7 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                 if i:
                     repl.soft_reset()
                 heaps.append(repl.call(MEMORY_CODE))
-        size = capacity_config(heaps[0]["heap_free_idle"], ops, args.pages, args.frames)
+        prof = common.sizes(args)  # --board: the profile's pages and frames, unless given
+        size = capacity_config(heaps[0]["heap_free_idle"], ops, args.pages or prof.get("pages"),
+                               args.frames or prof.get("frames"))
         doc["params"]["capacity"] = size
         with common.status("capacity") as st:
             for kind in KINDS:

@@ -413,7 +413,7 @@ def one_core_board(micropython: str | None) -> Iterator[experiment.Board | None]
             f"argv = {list(interp.argv)!r} + sys.argv[1:]\n"
             "os.execv(argv[0], argv)\n")
         launcher.chmod(launcher.stat().st_mode | stat.S_IXUSR)
-        with experiment.open_board(None, str(launcher)) as board:
+        with experiment.open_board(None, None, str(launcher)) as board:
             yield board
 
 
@@ -456,10 +456,12 @@ def main(argv: list[str] | None = None) -> int:
         # placement -> its key in the compare document (the first is the plain "kcompressd")
         keys = {pl: "kcompressd" if i == 0 else f"kcompressd_{pl}"
                 for i, pl in enumerate(placements)}
-        cfgs = {"kswapd": runner.config({"mode": "kswapd"})}
+        # --board: the headline runs at the profile's sizes (placements stay the benchmark's).
+        sized = {k: v for k, v in common.sizes(args).items() if k != "compressor"}
+        cfgs = {"kswapd": runner.config({**sized, "mode": "kswapd"})}
         for pl, key in keys.items():
-            cfgs[key] = runner.config({"mode": "kcompressd", "compressor": pl})
-        cfgs["auto"] = runner.config({"mode": "auto", "compressor": auto_comp})
+            cfgs[key] = runner.config({**sized, "mode": "kcompressd", "compressor": pl})
+        cfgs["auto"] = runner.config({**sized, "mode": "auto", "compressor": auto_comp})
         doc["compare"] = bench.compare("headline", cfgs, repeat, calibrate=True)
         doc["trace"] = bench.compare(
             "trace", {m: {**cfgs[m], "sample_ms": TRACE_SAMPLE_MS} for m in DESIGNS}, 1)

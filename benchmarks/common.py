@@ -27,8 +27,9 @@ for _p in (REPO / "firmware", REPO / "host"):
 from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from ucompressd import experiment  # noqa: E402
+from ucompressd import errors, experiment, options  # noqa: E402
 from ucompressd.experiment import Board  # noqa: E402
+from ucompressd.session import Session  # noqa: E402
 
 RESULTS = REPO / "results"
 # Tables are wide: into a file or pipe, rich would wrap them at 80 columns.
@@ -58,9 +59,26 @@ def parser(description: str, default_out: str) -> argparse.ArgumentParser:
                    help="micropython executable of the simulated board")
     p.add_argument("--no-deploy", action="store_true",
                    help="with --port: use the firmware already on the board")
-    p.add_argument("--timeout", type=float, default=30.0, metavar="S",
-                   help="seconds of board silence before giving up (default 30)")
+    options.add_timeout(p, 30.0, "seconds of board silence before giving up")
+    options.add_board(p, "board profile: the simulated board gets its heap, and the "
+                         "experiments its sizes where they take them")
     return p
+
+
+def profile(args: argparse.Namespace) -> Any:
+    """The --board profile, or None."""
+    if not getattr(args, "board", None):
+        return None
+    from ucompressd.boards import load
+
+    return load(args.board)
+
+
+def sizes(args: argparse.Namespace) -> dict[str, Any]:
+    """The run knobs the --board profile sets (page size, pages, frames, zpool, ring,
+    compressor); {} without one. A benchmark's own knobs go on top."""
+    p = profile(args)
+    return dict(p.defaults) if p else {}
 
 
 @contextlib.contextmanager
@@ -73,41 +91,37 @@ def open_board(args: argparse.Namespace) -> Iterator[Board]:
         err.print(f"deploying the firmware to {args.port} ...")
         rep = deploy(args.port, log=lambda line: err.print(f"  {line}"))
         err.print(f"  ucz {rep.version}, lz4 {rep.lz4_impl}")
-    with experiment.open_board(args.port, args.micropython) as board:
+    with experiment.open_board(args.port, profile(args), args.micropython) as board:
         yield board
 
 
 class RawRepl:
-    """The board's raw REPL through mpremote: run one snippet that prints one JSON line."""
+    """Board-side helpers (ucz.bench) over the board session: run one snippet that prints one
+    JSON line."""
 
     def __init__(self, url: str, timeout: float = 30.0) -> None:
-        from mpremote.transport_serial import SerialTransport
-
-        # A read timeout: on a pty mpremote reads blocking, and would hang on a dead board.
-        self.t = SerialTransport(url, baudrate=115200, timeout=timeout)
+        self.s = Session(url, timeout)
         self.url = url
         self.timeout = timeout
-        self.t.enter_raw_repl(soft_reset=True)
+        try:
+            self.s.enter_raw_repl(soft_reset=True)
+        except BaseException:
+            self.s.close()
+            raise
 
     def soft_reset(self) -> None:
         """A fresh interpreter: nothing imported, the heap as after boot."""
-        self.t.enter_raw_repl(soft_reset=True)
+        self.s.soft_reset()
 
     def call(self, code: str, timeout: float | None = None) -> Any:
-        out, error = self.t.exec_raw(code, timeout=timeout or self.timeout)
-        if error:
-            lines = error.decode(errors="replace").strip().splitlines()
-            raise RuntimeError(f"{self.url}: {lines[-1] if lines else 'error'} (running {code!r})")
+        out = self.s.exec(code, f"running {code[:60]!r}", timeout or self.timeout)
         text = out.decode(errors="replace").strip().splitlines()
         if not text:
-            raise RuntimeError(f"{self.url}: no output (running {code!r})")
+            raise errors.Failure(f"{self.url}: no output (running {code!r})")
         return json.loads(text[-1])
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.t.exit_raw_repl()
-        with contextlib.suppress(Exception):
-            self.t.close()
+        self.s.close()
 
     def __enter__(self) -> RawRepl:
         return self
@@ -187,23 +201,16 @@ def environment() -> dict[str, Any]:
 
 
 def run(main: Callable[[list[str] | None], int]) -> None:
-    """Exit with main()'s status; a board that cannot be reached or fails is one line, exit 1
-    (what a benchmark collected before a run failed is in its JSON: it does not get here)."""
-    from mpremote.transport import TransportError
-
-    from ucompressd.deploy import DeployError
-    from ucompressd.link import BoardError
-    from ucompressd.sim import SimError
-
+    """Exit with main()'s status; an error is one line and the status errors.py gives it (a
+    board that fails: 1; bad input, such as a port that does not open: 2). What a benchmark
+    collected before a run failed is in its JSON: it does not get here."""
     name = Path(sys.argv[0]).name
     try:
         sys.exit(main(None))
-    except (BoardError, DeployError, SimError, TransportError, RuntimeError, OSError) as e:
-        err.print(f"{name}: error: {e}", markup=False, highlight=False)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        err.print(f"{name}: interrupted")
-        sys.exit(130)
+    except (errors.Error, KeyboardInterrupt) as e:
+        text = "interrupted" if isinstance(e, KeyboardInterrupt) else f"error: {e}"
+        err.print(f"{name}: {text}", markup=False, highlight=False)
+        sys.exit(errors.exit_status(e))
 
 
 def finish(doc: dict[str, Any], targets: list[Target], out: Path, title: str) -> None:

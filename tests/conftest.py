@@ -14,8 +14,15 @@ FIRMWARE = REPO / "firmware"
 if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
-# What a Pico 2 has free for the Python heap: the firmware must live within it.
-HEAPSIZE = "400K"
+
+def _pico2_heap() -> str:
+    from ucompressd.boards import load
+
+    return str(load("pico2").memory.heap)
+
+
+# What a Pico 2 has free for the Python heap (its profile): the firmware must live within it.
+HEAPSIZE = _pico2_heap()
 
 
 @functools.lru_cache(maxsize=1)

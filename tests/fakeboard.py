@@ -16,12 +16,26 @@ from typing import Callable
 
 from ucz import server
 
-BANNER = b"raw REPL; CTRL-B to exit\r\n>"
-START = b"import ucz.server;ucz.server.serve()"
+from ucompressd.link import START
+from ucompressd.session import RAW_PROMPT as BANNER
 
 
 class Vanish(BaseException):  # not Exception: the server must not catch it
     """Raised by a mangle hook: the board disappears (the connection closes)."""
+
+
+def vanish_after_samples(n: int) -> Callable[[bytes], bytes]:
+    """A mangle hook: the board disappears when it sends its (n+1)th sample."""
+    seen = {"samples": 0}
+
+    def mangle(line: bytes) -> bytes:
+        if b'"ev":"sample"' in line:
+            seen["samples"] += 1
+            if seen["samples"] > n:
+                raise Vanish
+        return line
+
+    return mangle
 
 
 class _In:

@@ -155,3 +155,22 @@ def test_bench_reclaim_quick_headline_on_the_simulated_board(tmp_path: Path) -> 
     assert doc["compare"]["auto"]["config"]["mode"] == "auto"
     assert "calibration" in doc["compare"]
     assert "ideal ratio = (scan_us + compress_us) / max(scan_us, compress_us)" in proc.stdout
+
+
+def test_bench_zram_quick_on_the_simulated_board(tmp_path: Path) -> None:
+    proc, doc = run_script("bench_zram.py", tmp_path / "zram.json", "--kinds", "text,sensor")
+    assert proc.returncode == 0, proc.stdout + proc.stderr  # every record read back intact
+    names = [t["name"] for t in doc["targets"]]
+    assert "text: ZramLog kcompressd/thread capacity vs bytearray ring" in names
+    assert "sensor: zramlog thread write p99 vs kswapd mode" in names
+    check_targets(doc, names, proc.stdout)
+    for kind in ("text", "sensor"):
+        s = doc["summary"][kind]
+        assert set(s) == {"ring", "ramblockdev"} | {
+            f"{store} {m}" for store in ("zramlog", "zramdisk")
+            for m in ("kswapd/task", "kcompressd/task", "kcompressd/thread")}
+        for k, v in s.items():
+            assert v["ok"] and v["corrupt"] == 0 and v["bytes"]["median"] > 0, (kind, k)
+    # Text compresses: the log holds more than the ring of the same RAM.
+    t = doc["summary"]["text"]
+    assert t["zramlog kcompressd/thread"]["bytes"]["median"] > t["ring"]["bytes"]["median"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 from pathlib import Path
@@ -11,7 +10,8 @@ from typing import Any, Callable
 
 import pytest
 
-from ucompressd import boards, sim
+from ucompressd import boards, ports, sim
+from ucompressd.cli import main
 from ucompressd.boards import ProfileError
 
 REPO = Path(__file__).resolve().parent.parent
@@ -68,8 +68,12 @@ def test_facts_per_board() -> None:
 
 def test_sim_profile_describes_the_simulated_board() -> None:
     p = boards.load("sim")
-    heap = int(sim.DEFAULT_HEAPSIZE.rstrip("K")) * 1024
-    assert p.memory.heap == heap and p.port == "unix" and p.flash.method == "none"
+    assert p.memory.heap == sim.default_heap() and p.port == "unix" and p.flash.method == "none"
+    assert p.kind == "sim" and boards.load("pico2").kind == "real"
+    # Its defaults are the runner's: `--board sim` runs what no --board runs.
+    from ucz import runner
+
+    assert p.config() == runner.config({})
 
 
 def test_match_port_by_vid_pid_and_serial() -> None:
@@ -79,16 +83,16 @@ def test_match_port_by_vid_pid_and_serial() -> None:
         return SimpleNamespace(device="/dev/ttyACM0", vid=vid, pid=pid, serial_number=serial,
                                description="Board in FS mode")
 
-    rp2 = boards.match_port(port(0x2E8A, 0x0005, "E66164084319392A"), ps)
+    rp2 = ports.match_port(port(0x2E8A, 0x0005, "E66164084319392A"), ps)
     assert rp2.profiles == ("pico", "pico-plus-2", "pico2") and rp2.usb == "2E8A:0005"
     assert rp2.serial_number == "E66164084319392A"
     # Same VID:PID, but not an RP2 unique-ID serial: some other firmware, no match.
-    assert boards.match_port(port(0x2E8A, 0x0005, "123"), ps).profiles == ()
-    assert boards.match_port(port(0x303A, 0x1001, "F4:12:FA:00:11:22"), ps).profiles == (
+    assert ports.match_port(port(0x2E8A, 0x0005, "123"), ps).profiles == ()
+    assert ports.match_port(port(0x303A, 0x1001, "F4:12:FA:00:11:22"), ps).profiles == (
         "esp32-s3-n8r8",)
-    assert boards.match_port(port(0x10C4, 0xEA60), ps).profiles == (
+    assert ports.match_port(port(0x10C4, 0xEA60), ps).profiles == (
         "esp32-s3-n8r8", "esp32-wrover")
-    none = boards.match_port(port(None, None), ps)
+    none = ports.match_port(port(None, None), ps)
     assert none.profiles == () and none.usb is None
 
 
@@ -198,30 +202,24 @@ def test_user_folder_shadows_and_broken_profile_fails_the_listing(
     _broken(tmp_path, "pico", _set("memory.heap", 10**9))
     monkeypatch.setenv(boards.ENV_BOARDS, str(tmp_path))
     assert boards.profile_paths()["pico"] == tmp_path / "pico.json"
-    ap = argparse.ArgumentParser()
-    boards.add_arguments(ap)
-    assert boards.run(ap.parse_args([])) == 2
+    assert main(["boards"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("ucompressd: error: ") and "pico.json: memory.heap:" in err
     assert "\n" not in err
 
 
 def test_cli_lists_and_shows(capsys: pytest.CaptureFixture[str]) -> None:
-    ap = argparse.ArgumentParser()
-    boards.add_arguments(ap)
-    assert boards.run(ap.parse_args([])) == 0
+    assert main(["boards"]) == 0
     out = capsys.readouterr().out
     for name in SHIPPED:
         assert name in out
-    assert boards.run(ap.parse_args(["--show", "esp32-s3-n8r8"])) == 0
+    assert main(["boards", "--show", "esp32-s3-n8r8"]) == 0
     out = capsys.readouterr().out
     assert "esptool --chip esp32s3, write-flash at 0x0" in out and "GIL: yes" in out
-    assert boards.run(ap.parse_args(["--show", "nope"])) == 2
+    assert main(["boards", "--show", "nope"]) == 2
     assert "unknown board 'nope'" in capsys.readouterr().err
 
 
 def test_ports_cli_runs(capsys: pytest.CaptureFixture[str]) -> None:
-    ap = argparse.ArgumentParser()
-    boards.add_ports_arguments(ap)
-    assert boards.run_ports(ap.parse_args(["--all"])) == 0
+    assert main(["ports", "--all"]) == 0
     assert capsys.readouterr().out.strip()

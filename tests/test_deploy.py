@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import shutil
@@ -13,23 +12,26 @@ from pathlib import Path
 
 import pytest
 
-from ucompressd import boards, deploy
+from ucompressd import boards, deploy, staging
+from ucompressd.cli import main
 from ucompressd.deploy import DeployError, DeployInputError
-from ucompressd.flash import wait_for_board
+from ucompressd.session import PortError
+from ucompressd.session import wait_for_repl as wait_for_board
+from ucompressd.staging import CompileError, ToolchainError
 from ucompressd.sim import SimBoard
 
 pytestmark = pytest.mark.timeout(120)
 
-FIRMWARE = deploy.firmware_dir()
+FIRMWARE = staging.firmware_dir()
 SOURCES = sorted(p.name for p in FIRMWARE.glob("*.py"))
 BOARD_ARCHS = sorted({p.mpy_arch for p in boards.all_profiles().values() if p.port != "unix"})
 
 
 def _have_mpy_cross() -> bool:
     try:
-        deploy.mpy_cross_binary()
+        staging.mpy_cross_binary()
         return True
-    except DeployInputError:
+    except ToolchainError:
         return False
 
 
@@ -68,9 +70,9 @@ def test_deploy_copies_everything_then_nothing(fresh: SimBoard) -> None:
     r = deploy.deploy(fresh.port)
     assert r.copied == SOURCES and r.removed == [] and r.unchanged == []
     assert r.files == SOURCES and r.hash_method == "sha256"
-    assert r.version == deploy.host_version() and r.lz4_impl == "viper" and not r.viper_errors
+    assert r.version == staging.host_version() and r.lz4_impl == "viper" and not r.viper_errors
     assert _on_board(fresh) == {n: (FIRMWARE / n).read_bytes() for n in SOURCES}
-    assert _import_on_board(fresh) == f"{deploy.host_version()} viper"
+    assert _import_on_board(fresh) == f"{staging.host_version()} viper"
 
     again = deploy.deploy(fresh.port)
     assert again.copied == [] and again.removed == [] and again.unchanged == SOURCES
@@ -127,7 +129,7 @@ def test_broken_module_fails_the_import_check(fresh: SimBoard,
     fake = tmp_path / "ucz"
     shutil.copytree(FIRMWARE, fake, ignore=shutil.ignore_patterns("__pycache__"))
     (fake / "scanner.py").write_text("raise ValueError('scanner is broken')\n")
-    monkeypatch.setattr(deploy, "firmware_dir", lambda: fake)
+    monkeypatch.setattr(staging, "firmware_dir", lambda: fake)
     with pytest.raises(DeployError, match=r"importing the deployed package: ValueError: "
                                           r"scanner is broken"):
         deploy.deploy(fresh.port)
@@ -144,7 +146,7 @@ def test_mpy_deploy_for_the_board_architecture(fresh: SimBoard) -> None:
     assert sorted(_on_board(fresh)) == mpys
     assert all(data[:2] == b"M\x06" for data in _on_board(fresh).values())
     assert r.lz4_impl == "viper" and not r.viper_errors
-    assert _import_on_board(fresh) == f"{deploy.host_version()} viper"
+    assert _import_on_board(fresh) == f"{staging.host_version()} viper"
     assert deploy.deploy(fresh.port, mpy=True).copied == []
     back = deploy.deploy(fresh.port)
     assert back.copied == SOURCES and back.removed == mpys
@@ -170,22 +172,27 @@ def test_wait_for_board_polls_until_the_repl_answers(board: SimBoard, tmp_path: 
 
 
 def test_no_board_on_the_port(tmp_path: Path) -> None:
-    with pytest.raises(DeployError, match=r"no MicroPython REPL answered on .*ttyACM9"):
+    with pytest.raises(PortError, match=r"cannot open port .*ttyACM9"):
         deploy.deploy(str(tmp_path / "ttyACM9"), boot_timeout=0.3)
+    master, slave = os.openpty()  # a port with nothing behind it: never answers
+    try:
+        with pytest.raises(DeployError, match=r"no MicroPython REPL answered on /dev/pts/"):
+            deploy.deploy(os.ttyname(slave), boot_timeout=0.5)
+    finally:
+        os.close(master)
+        os.close(slave)
 
 
 def test_cli_deploy(board: SimBoard, capsys: pytest.CaptureFixture[str]) -> None:
-    ap = argparse.ArgumentParser()
-    deploy.add_arguments(ap)
-    assert deploy.run(ap.parse_args(["--port", board.port])) == 0
+    assert main(["deploy", "--port", board.port]) == 0
     out = capsys.readouterr().out
-    assert f"deployed ucz {deploy.host_version()} (.py) to {board.port}" in out
-    assert deploy.run(ap.parse_args(["--port", "/nonexistent/tty"])) == 2
-    assert deploy.run(ap.parse_args(["--port", board.port, "--arch", "x64"])) == 2
+    assert f"deployed ucz {staging.host_version()} (.py) to {board.port}" in out
+    assert main(["deploy", "--port", "/nonexistent/tty"]) == 2
+    assert main(["deploy", "--port", board.port, "--arch", "x64"]) == 2
     assert "--arch only applies with --mpy" in capsys.readouterr().err
-    assert deploy.run(ap.parse_args(["--port", board.port, "--board", "nope"])) == 2
+    assert main(["deploy", "--port", board.port, "--board", "nope"]) == 2
     # The pico profile says armv6m; the board says x64: refused before anything is copied.
-    assert deploy.run(ap.parse_args(["--port", board.port, "--mpy", "--board", "pico"])) == 2
+    assert main(["deploy", "--port", board.port, "--mpy", "--board", "pico"]) == 2
     assert "compiling for armv6m" in capsys.readouterr().err
 
 
@@ -197,7 +204,7 @@ ARCH_NUMBER = {a: i for i, a in enumerate(boards.MPY_ARCHS) if a}
 
 @needs_mpy_cross
 def test_mpy_cross_matches_the_micropython_of_the_sim() -> None:
-    assert deploy.mpy_cross_version() == (6, 3)  # MicroPython 1.23 .. 1.28+: mpy v6.3
+    assert staging.mpy_cross_version() == (6, 3)  # MicroPython 1.23 .. 1.28+: mpy v6.3
 
 
 @needs_mpy_cross
@@ -207,9 +214,9 @@ def test_mpy_cross_compiles_every_module(arch: str, source: str, tmp_path: Path)
     """Every firmware module compiles for every board architecture; native (viper) code is
     tagged with that architecture in the .mpy header, which the board checks on import."""
     out = tmp_path / (source[:-3] + ".mpy")
-    deploy.compile_mpy(FIRMWARE / source, out, arch)
+    staging.compile_mpy(FIRMWARE / source, out, arch)
     head = out.read_bytes()[:4]
-    assert head[:2] == b"M\x06" and head[3] == deploy.small_int_bits(arch)
+    assert head[:2] == b"M\x06" and head[3] == staging.small_int_bits(arch)
     if source.endswith("_viper.py"):
         assert head[2] >> 2 == ARCH_NUMBER[arch] and head[2] & 3 == 3
 
@@ -218,23 +225,23 @@ def test_mpy_cross_compiles_every_module(arch: str, source: str, tmp_path: Path)
 def test_viper_code_needs_an_architecture(tmp_path: Path) -> None:
     viper = [s for s in SOURCES if s.endswith("_viper.py")]
     assert viper
-    with pytest.raises(DeployError, match=rf"mpy-cross bytecode \(no -march\) failed on "
+    with pytest.raises(CompileError, match=rf"mpy-cross bytecode \(no -march\) failed on "
                                           rf"{viper[0]}"):
-        deploy.compile_mpy(FIRMWARE / viper[0], tmp_path / "x.mpy", None)
+        staging.compile_mpy(FIRMWARE / viper[0], tmp_path / "x.mpy", None)
 
 
 def test_board_mpy_decodes_sys_implementation() -> None:
     # Values boards report: unix x64 1.28, Pico W 1.22 (RP2040), Pico Plus 2 1.27 (RP2350).
-    assert deploy.board_mpy(2822) == (6, 3, "x64")
-    assert deploy.board_mpy(4614) == (6, 2, "armv6m")
-    assert deploy.board_mpy(7942) == (6, 3, "armv7emsp")
-    assert deploy.board_mpy(None) is None
+    assert staging.board_mpy(2822) == (6, 3, "x64")
+    assert staging.board_mpy(4614) == (6, 2, "armv6m")
+    assert staging.board_mpy(7942) == (6, 3, "armv7emsp")
+    assert staging.board_mpy(None) is None
 
 
 def test_staged_package_hashes_like_the_firmware() -> None:
     from ucz.server import firmware_digest
 
-    with deploy.staged() as stage:
+    with staging.staged() as stage:
         names = sorted(p.name for p in stage.iterdir())
         assert names == SOURCES
         assert firmware_digest(str(stage)) == firmware_digest(str(FIRMWARE))

@@ -1,7 +1,7 @@
 """The firmware test suite (tests/firmware) again, under the real MicroPython unix port.
 
 pytest runs tests/firmware/*.py on CPython directly; here each file runs under `micropython
--X heapsize=400K` (what a Pico 2 has free) through tests/mprun.py, one pytest case per file,
+-X heapsize=` a Pico 2's heap (conftest.HEAPSIZE, from boards/pico2.json) through tests/mprun.py, one pytest case per file,
 failing with the MicroPython traceback of every failed test.
 """
 from __future__ import annotations

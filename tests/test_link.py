@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 import ucz.server
-from fakeboard import FakeBoard, Vanish
+from fakeboard import FakeBoard, Vanish, vanish_after_samples
 from ucompressd import experiment
 from ucompressd.link import BoardError, CommandError, Link, PortError, ProtocolMismatch
 from ucz import wire
@@ -95,16 +95,7 @@ def test_result_part_lost_to_noise_is_an_error_not_a_silent_gap(fake):
 
 
 def test_board_vanishing_mid_run_keeps_the_samples(fake):
-    seen = {"samples": 0}
-
-    def vanish_after_three_samples(line: bytes) -> bytes:
-        if b'"ev":"sample"' in line:
-            seen["samples"] += 1
-            if seen["samples"] > 3:
-                raise Vanish
-        return line
-
-    b = fake(mangle=vanish_after_three_samples)
+    b = fake(mangle=vanish_after_samples(3))
     board = experiment.Board(b.url, "serial")
     with pytest.raises(experiment.RunFailed) as e:
         experiment.run(board, LONG_RUN, timeout=10)
@@ -185,16 +176,23 @@ def test_sim_handshake_and_run(sim):
 
 
 @needs_sim
-def test_sim_killed_mid_run_is_a_board_error(sim):
+@pytest.mark.parametrize("how, says", [
+    ("kill", None),  # unplugged: the port hangs up
+    ("hard_reset", "the board reset (power-on boot) while running 'run'"),  # issue 8: at once
+])
+def test_sim_lost_mid_run_is_a_board_error(sim, how, says):
     samples: list[dict] = []
 
     def on_event(kind: str, data: dict) -> None:
         if kind == "sample":
             samples.append(data)
             if len(samples) == 3:
-                sim.kill()
+                getattr(sim, how)()
 
-    with Link(sim.port, timeout=20) as link, pytest.raises(BoardError) as e:
+    # A long silence allowed: a reboot must be reported as one, not as silence after it.
+    with Link(sim.port, timeout=60) as link, pytest.raises(BoardError) as e:
         link.request("run", LONG_RUN, on_event=on_event)
     assert sim.port in str(e.value)
+    if says:
+        assert says in str(e.value)
     assert len(samples) >= 3

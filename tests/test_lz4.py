@@ -20,7 +20,7 @@ if FIRMWARE not in sys.path:
 lz4c = pytest.importorskip("lz4.block")  # the C reference (python-lz4)
 
 from ucz import lz4  # noqa: E402
-from conftest import NO_MICROPYTHON, micropython_argv  # noqa: E402
+from conftest import HEAPSIZE, NO_MICROPYTHON, micropython_argv  # noqa: E402
 
 KINDS = ("zero", "pattern", "text", "sensor", "random", "mixed")
 LENGTHS = (0, 1, 4, 5, 12, 13, 14, 64, 255, 256, 1000, 4096)
@@ -302,7 +302,7 @@ def test_viper_hash_survives_32bit_wraparound():
 # --- MicroPython: viper core, portable core and the C library --------------------------------------
 
 
-# The > 64 KiB page goes first, while the 400K heap is still empty.
+# The > 64 KiB page goes first, while the (Pico 2's) heap is still empty.
 MP_PAGES = [("mixed", 70000, 0)] + [(k, n, 0) for k in KINDS for n in LENGTHS] + [(k, 4096, 1) for k in KINDS]
 
 
@@ -319,7 +319,7 @@ def mp_run(tmp_path_factory):
             page = make_page(kind, n, seed)
             pages.append(page)
             blocks = {"default": c_block(page)}
-            if n <= 4096:  # (the big page stays lean: MicroPython holds it all in 400K)
+            if n <= 4096:  # (the big page stays lean: MicroPython holds it all in a Pico 2's heap)
                 for a in (2, 8, 64):
                     blocks["fast%d" % a] = c_block(page, mode="fast", acceleration=a)
                 for c in (3, 9, 12):
@@ -329,7 +329,7 @@ def mp_run(tmp_path_factory):
                 f.write(bytes([len(tag)]) + tag.encode() + struct.pack("<I", len(blk)) + blk)
     script = os.path.join(REPO, "tests", "mp", "lz4_check.py")
     proc = subprocess.run(
-        [*exe, "-X", "heapsize=400K", script, FIRMWARE, str(inp), str(out)],
+        [*exe, "-X", f"heapsize={HEAPSIZE}", script, FIRMWARE, str(inp), str(out)],
         capture_output=True,
         text=True,
         timeout=120,

@@ -2,7 +2,6 @@
 points), and one clear line with exit status 2 for files it cannot draw."""
 from __future__ import annotations
 
-import argparse
 import json
 import struct
 import sys
@@ -67,7 +66,9 @@ def compare_json(board: experiment.Board, tmp_path_factory: pytest.TempPathFacto
 
 
 def run_plot(results: Path, out: Path | None = None) -> int:
-    return plot.run(argparse.Namespace(results=results, out=out))
+    from ucompressd.cli import main
+
+    return main(["plot", str(results), *(["-o", str(out)] if out else [])])
 
 
 def test_compare_json_gives_a_png_with_the_time_panels(compare_json: Path, tmp_path: Path,

@@ -38,7 +38,18 @@ else:
     def async_sleep_ms(ms):
         return asyncio.sleep(ms / 1000)
 
-import _thread
+try:
+    import _thread
+
+    THREADS = True
+except ImportError:  # ports built without threads (the QEMU boards)
+    _thread = None
+    THREADS = False
+
+# A thread that runs truly beside the main one: MicroPython reports _thread "unsafe" where
+# there is no GIL (rp2's core 1, the unix port) and "GIL" where threads share one (ESP32);
+# CPython has a GIL. Where this is False, compressing on a "second core" cannot pay.
+PARALLEL = THREADS and MICROPYTHON and getattr(sys.implementation, "_thread", "GIL") != "GIL"
 
 if MICROPYTHON:
     from asyncio import core as _core
@@ -94,8 +105,31 @@ else:
             self.ev.set()
 
 
-allocate_lock = _thread.allocate_lock
-start_new_thread = _thread.start_new_thread
+class _NoLock:
+    """The lock of a port without threads: nothing runs beside the main thread."""
+
+    def acquire(self, blocking=1):
+        return True
+
+    def release(self):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        pass
+
+
+if THREADS:
+    allocate_lock = _thread.allocate_lock
+    start_new_thread = _thread.start_new_thread
+else:
+    def allocate_lock():
+        return _NoLock()
+
+    def start_new_thread(func, args):
+        raise OSError("this port has no threads: use compressor placement task or mode kswapd")
 
 
 def has_viper():

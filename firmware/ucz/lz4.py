@@ -390,6 +390,8 @@ def compress_into(src, soff, n, dst, table):
     if _viper is None:
         return compress(memoryview(src)[soff:soff + n], dst, table)
     dlen = len(dst)
+    if dlen:
+        dst[0] = dst[0]  # viper writes through a raw pointer: let a read-only dst fail here
     r = _viper.compress(_addr(src) + soff, dst, table, n, dlen, 0)
     if r < 0:
         raise _error(r, n, dlen)
@@ -404,6 +406,8 @@ def decompress_into(src, soff, n, dst, doff, dlen):
         raise ValueError("lz4: output range %d+%d outside %d bytes" % (doff, dlen, len(dst)))
     if _viper is None:
         return decompress(memoryview(src)[soff:soff + n], memoryview(dst)[doff:doff + dlen])
+    if dlen:
+        dst[doff] = dst[doff]  # raw pointer writes: let a read-only dst fail here, as above
     r = _viper.decompress(_addr(src) + soff, _addr(dst) + doff, n, dlen)
     if r < 0:
         raise _error(r, n, dlen)

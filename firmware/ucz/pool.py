@@ -28,7 +28,7 @@ from .compat import const, allocate_lock, ticks_us, ticks_diff, zeros, itemsize
 from . import counters as C
 from . import lz4
 from .pagedata import fill, csum, same_word, memset32, copy, set_word
-from .zpool import ZPool, zspage_pages
+from .zpool import ZPool, zspage_pages, meta_bytes_for as zpool_meta_bytes_for
 
 UNMAPPED = const(0)
 RESIDENT = const(1)
@@ -75,6 +75,20 @@ def watermarks(nframes):
     return wmin, wlow, whigh
 
 
+# Metadata arrays (see __init__): per page state + val + clen + ver + sum + wbgen; per frame
+# owner + flist; per ring slot one page number.
+META_PER_PAGE = 1 + itemsize("I") + itemsize("H") + itemsize("H") + itemsize("I") + 1
+META_PER_FRAME = 2 * itemsize("H")
+META_PER_RING = itemsize("H")
+
+
+def meta_bytes_for(npages, nframes, page_size, zpool_bytes, ring):
+    """Bytes of metadata a Pool of these sizes allocates beside its arena (the total of
+    meta_bytes()), without building one: the host checks that a run fits before it starts."""
+    return (META_PER_PAGE * npages + META_PER_FRAME * nframes + META_PER_RING * ring
+            + zpool_meta_bytes_for(zpool_bytes, page_size))
+
+
 def arena_bytes(nframes, page_size, zpool_bytes):
     """Bytes of the arena a pool needs: its frames, then its zpool cut to whole zspages."""
     z = page_size * zspage_pages(zpool_bytes, page_size)
@@ -83,7 +97,7 @@ def arena_bytes(nframes, page_size, zpool_bytes):
 
 class Pool:
     def __init__(self, npages, nframes, page_size, zpool_bytes, data=0, seed=1,
-                 wmin=0, wlow=0, whigh=0, ring=64, arena=None, batch=8):
+                 wmin=0, wlow=0, whigh=0, ring=64, arena=None, zclasses=0, batch=8):
         if page_size & (page_size - 1) or not 256 <= page_size <= 4096:
             raise ValueError("page_size: must be a power of two in 256..4096")
         if not 1 <= npages < NONE:
@@ -137,7 +151,9 @@ class Pool:
         self.nsame = 0
         self.nplaced = 0  # zpool slots being filled by a storer (between place and publish)
         self.placed_bytes = 0
-        self.z = ZPool(zpool_bytes, page_size, buf=arena, base=nframes * page_size)
+        # zclasses: at most that many size classes (ZPool.thin_classes); 0: all of them.
+        self.z = ZPool(zpool_bytes, page_size, buf=arena, base=nframes * page_size,
+                       max_classes=zclasses)
         # The kcompressd FIFO: page numbers, fixed size. Entries may go stale (a rescued page
         # stays in the ring); the compressor skips any entry whose page is no longer QUEUED.
         self.ring = zeros("H", ring)
@@ -151,14 +167,13 @@ class Pool:
         self.lock = allocate_lock()
         self.scratch = Scratch(page_size, batch)  # the main thread's (scanner, direct reclaim)
         self.scanner = None  # set by Scanner: direct reclaim and wake-ups go through it
+        self._zero = zeros("I", 1)  # the fill word of a never-written page (peek)
 
     # -- accounting --------------------------------------------------------------------------
 
     def meta_bytes(self):
         """Metadata bytes: (per logical page, per frame, fixed: ring + zpool bookkeeping)."""
-        per_page = 1 + itemsize("I") + itemsize("H") + itemsize("H") + itemsize("I") + 1
-        per_frame = 2 * itemsize("H")
-        return per_page, per_frame, itemsize("H") * self.rsize + self.z.meta_bytes()
+        return META_PER_PAGE, META_PER_FRAME, META_PER_RING * self.rsize + self.z.meta_bytes()
 
     def gauges(self):
         """Fill the mm_stat-like gauges in the counter array (not counters: current values)."""
@@ -571,6 +586,121 @@ class Pool:
         if p < 0:
             return -1
         return 1 if self.writeback(p, sc, steal) else 0
+
+    # -- pages whose content the application provides (ucz.zram) -----------------------------------
+    # A zram device or log writes its own bytes into a frame instead of the workload's
+    # generator, and reads stored pages back without mapping them. Main thread only, like
+    # touch(). The checksum kept in sum[p] is the reference every read back is verified with.
+
+    def map_overwrite(self, p):
+        """A frame for page p whose whole content the caller writes next (then written(p)).
+
+        The page's old copy (slot, same-filled word or frame) is dropped only once a frame is
+        had, so a failure changes nothing: -1 when no frame can be had (counted as oom).
+        """
+        s = self.state[p]
+        st = s & STATE
+        if st == RESIDENT:
+            self.state[p] = s | REF
+            return self.val[p]
+        if st == QUEUED or st == WRITEBACK:
+            f = self._rescue(p)
+            if f >= 0:
+                return f
+            st = self.state[p] & STATE  # the compressor published it meanwhile
+        f = self.get_frame()
+        if f < 0:
+            self.c[C.OOM] += 1
+            return -1
+        self.c[C.PGFAULT] += 1
+        if st != UNMAPPED:
+            self.discard(p)
+        self.val[p] = f
+        self.owner[f] = p
+        self.state[p] = RESIDENT | REF
+        return f
+
+    def written(self, p):
+        """The caller changed resident page p's frame: a new version and its checksum."""
+        P = self.P
+        self.ver[p] = (self.ver[p] + 1) & 0xFFFF
+        self.sum[p] = csum(self.frames, self.val[p] * P, P)
+        self.state[p] = RESIDENT | REF  # new content: forget HUGE
+
+    def discard(self, p):
+        """Forget page p (zram discard): its frame, slot or word is freed; it reads as zeros
+        again. Returns False when it held nothing."""
+        lk = self.lock
+        while True:
+            while not lk.acquire(0):  # spin (see LOCKING)
+                pass
+            try:
+                st = self.state[p] & STATE
+                if st != WRITEBACK:
+                    if st == UNMAPPED:
+                        return False
+                    if st == QUEUED:  # not taken yet: its ring entry goes stale
+                        self.nqueued -= 1
+                        st = RESIDENT
+                    if st == RESIDENT:
+                        f = self.val[p]
+                        self.owner[f] = NONE
+                        self.flist[self.nfree] = f
+                        self.nfree += 1
+                    elif st == ZSTORED:
+                        self.z.free(self.val[p], self.clen[p])
+                    elif st == SAME:
+                        self.nsame -= 1
+                    self.state[p] = UNMAPPED
+                    return True
+            finally:
+                lk.release()
+            # WRITEBACK: the compressor reads the frame until it publishes (the rest of its
+            # batch at most): its frame cannot go back to the free list before that.
+
+    def peek(self, p, dst, doff):
+        """Page p's content into dst[doff:doff+P] without mapping it: from its frame, the
+        store (decompressed), its same-filled word, or zeros. True when it matches the
+        checksum kept for it; a mismatch counts corrupt (the store is left as it was)."""
+        P = self.P
+        st = self.state[p] & STATE
+        if st == UNMAPPED:
+            memset32(dst, doff, P, self._zero, 0)
+            return True
+        if st == QUEUED or st == WRITEBACK:
+            # Under the lock: the compressor may publish it (val becomes a handle) meanwhile.
+            # Its frame is only reused by this thread, so the copy may follow the release.
+            lk = self.lock
+            while not lk.acquire(0):  # spin (see LOCKING)
+                pass
+            try:
+                st = self.state[p] & STATE
+                v = self.val[p]
+            finally:
+                lk.release()
+            if st <= WRITEBACK:
+                copy(dst, doff, self.frames, v * P, P)
+                st = -1
+        if st == RESIDENT:
+            copy(dst, doff, self.frames, self.val[p] * P, P)
+        elif st == ZSTORED:
+            n = self.clen[p]
+            zoff = self.z.offset(self.val[p])
+            t0 = ticks_us()
+            if n == P:
+                copy(dst, doff, self.z.buf, zoff, P)
+            else:
+                try:
+                    lz4.decompress_into(self.frames, zoff, n, dst, doff, P)
+                except ValueError:
+                    pass  # the checksum below fails it
+            self.c[C.DECOMPRESS_US] += ticks_diff(ticks_us(), t0)
+        elif st == SAME:
+            memset32(dst, doff, P, self.val, p)
+        if csum(dst, doff, P) != self.sum[p]:
+            self.c[C.CORRUPT] += 1
+            return False
+        return True
 
     # -- invariants (tests and --check runs) ---------------------------------------------------------
 

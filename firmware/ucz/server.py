@@ -4,9 +4,14 @@
 # One request at a time: while a run is going, input waits in the stdin buffer.
 import sys
 import gc
+import json
 from ucz import wire, VERSION
+from ucz.compat import THREADS, PARALLEL
 
 COMMANDS = ("hello", "defaults", "run", "calibrate", "gc", "bye")
+# Characters of text echoed in one reply (an error message, a traceback, one list item): JSON
+# escapes a character to at most 6 bytes, so any reply stays under wire.MAX_LINE.
+MAX_TEXT = 512
 
 
 def _pkg_dir():
@@ -51,8 +56,9 @@ def _mem():
 
 
 def _cores():
-    """CPUs this board may run the compressor on: the unix port's allowed CPUs (its affinity,
-    so a simulated board pinned to one CPU says 1), 2 on rp2 (core 1), None where unknown."""
+    """CPUs this board may run the compressor on: 2 on rp2 (core 1); on the unix port the CPUs
+    its affinity allows, where it sees the host's /proc (not as the simulated board, whose / is
+    its flash folder); None where unknown."""
     if sys.platform == "rp2":
         return 2
     try:
@@ -71,14 +77,9 @@ def _cores():
 
 def _hello():
     impl = sys.implementation
-    try:
-        import _thread  # noqa: F401
-
-        threads = True
-    except ImportError:
-        threads = False
-    # MicroPython says "GIL" or "unsafe" (truly parallel, e.g. rp2 core 1, unix); CPython has a GIL.
-    gil = getattr(impl, "_thread", "GIL") == "GIL" if threads else None
+    threads = THREADS
+    gil = (not PARALLEL) if threads else None
+    gc.collect()  # free means free: the host sizes runs from it
     free, alloc = _mem()
     return {
         "proto": wire.PROTO,
@@ -92,6 +93,7 @@ def _hello():
         "cores": _cores(),
         "mem_free": free,
         "mem_alloc": alloc,
+        "word": 8 if sys.maxsize > 0xFFFFFFFF else 4,  # bytes per machine word (objects scale)
         "max_line": wire.MAX_LINE,
         "fw_sha256": firmware_digest(),
     }
@@ -112,6 +114,10 @@ def _traceback(e):
         return buf.getvalue()
     except Exception:  # noqa: BLE001 - a missing traceback must not hide the error reply
         return None
+
+
+def _clip(text):
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - 3] + "..."
 
 
 class Server:
@@ -143,7 +149,33 @@ class Server:
             self._flush()
 
     def error(self, i, message):
-        self.send({"id": i, "ok": False, "error": message})
+        self.send({"id": i, "ok": False, "error": _clip(message)})
+
+    def send_part(self, i, key, value):
+        """One top-level key of a result as "result" events: one line, or a list in as many
+        lines as it takes ("extend"), its items clipped to MAX_TEXT; never dropped."""
+        try:
+            self.send({"id": i, "ev": "result", "data": {key: value}})
+            return
+        except ValueError:  # too long for one line
+            pass
+        if not isinstance(value, list):
+            value = [value]
+        room = wire.MAX_LINE - 64 - len(key)  # the line's frame, id and key
+        chunk, size = [], 0
+        for item in value:
+            if isinstance(item, str):
+                item = _clip(item)
+            n = len(json.dumps(item)) + 1
+            if n > room:
+                item = _clip(repr(item))
+                n = len(json.dumps(item)) + 1
+            if chunk and size + n > room:
+                self.send({"id": i, "ev": "result", "data": {key: chunk}, "extend": True})
+                chunk, size = [], 0
+            chunk.append(item)
+            size += n
+        self.send({"id": i, "ev": "result", "data": {key: chunk}, "extend": True})
 
     def readline(self):
         """Length of the next line in self.buf (line ending excluded); minus the full length
@@ -195,7 +227,7 @@ class Server:
                 loops = args.get("loops", 100000)
                 if isinstance(loops, bool) or not isinstance(loops, int) or not 1 <= loops <= 10**8:
                     raise ValueError("loops: %r is not a count from 1 to 10**8" % (loops,))
-                result = calibrate(loops, _hello()["threads"])
+                result = calibrate(loops, THREADS)
             elif cmd == "gc":
                 gc.collect()
                 free, alloc = _mem()
@@ -208,10 +240,13 @@ class Server:
                 return
             self.send({"id": i, "ok": True, "result": result})
         except Exception as e:  # noqa: BLE001 - any failure is the host's to see; keep serving
-            trace = _traceback(e)
-            if trace:
-                self.send({"id": i, "ev": "log", "data": trace[-wire.MAX_LINE // 2 :]})
-            self.error(i, "%s: %s" % (type(e).__name__, e))
+            try:
+                trace = _traceback(e)
+                if trace:
+                    self.send({"id": i, "ev": "log", "data": trace[-MAX_TEXT:]})
+                self.error(i, "%s: %s" % (type(e).__name__, e))
+            except Exception:  # noqa: BLE001 - even the report failed: a fixed, short one
+                self.send({"id": i, "ok": False, "error": "internal error"})
 
     def need_runner(self):
         if self.runner is None:
@@ -239,7 +274,7 @@ class Server:
         # One section per line: every line stays under MAX_LINE and no single big string is built.
         parts = []
         for k in res:
-            send({"id": i, "ev": "result", "data": {k: res[k]}})
+            self.send_part(i, k, res[k])
             parts.append(k)
         send({"id": i, "ok": True, "result": {"parts": parts}})
 

@@ -16,15 +16,19 @@
 # "audit" (a run with args "audit": N sends compressed pages after it, see runner.send_audit),
 # and "result": a result too big for one line is sent as "result" events, each carrying some of
 # its top-level keys, then the reply {"ok": true, "result": {"parts": [those keys]}}; the host
-# merges.
+# merges. A list too long for one line comes in several "result" events marked "extend": true,
+# whose items the host appends in order.
+# Ids are integers 0..MAX_ID: a bigger one would make the reply that echoes it too long.
 import json
 from binascii import crc32
 
-PROTO = 1  # bump on any incompatible change of this file or of the server's commands
+PROTO = 2  # bump on any incompatible change of this file or of the server's commands
+# 2: ids bounded, lists sent in parts ("extend")
 MAX_LINE = 4096  # bytes per line, MARK and newline included; the board's input buffer size
 MARK = b"\x1e"
 _SEP = b"*"
 EVENTS = ("ready", "sample", "progress", "result", "log", "audit")
+MAX_ID = 0x7FFFFFFF  # a small int on every port
 
 
 def _crc(body):
@@ -66,6 +70,8 @@ def decode(line):
     if not isinstance(msg, dict):
         raise ValueError("not a JSON object")
     i = msg.get("id")
+    if isinstance(i, int) and not isinstance(i, bool) and not 0 <= i <= MAX_ID:
+        raise ValueError("id out of range 0..%d" % MAX_ID)
     if "cmd" in msg:
         if not isinstance(i, int) or isinstance(i, bool):
             raise ValueError("missing id (an integer)")

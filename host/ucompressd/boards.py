@@ -2,10 +2,17 @@
 
 A profile is data, not code, so that the firmware could read it too (plain JSON, sizes in bytes,
 hex strings where a datasheet writes hex). Validation is hand-written against a small fixed
-schema (no jsonschema dependency: the schema is a dozen fields, and the checks that matter are
-cross-field ones a JSON Schema cannot express: the defaults must fit in the heap, the flash
-method must match the MicroPython port, the mpy architecture must match the chip). Every problem
-is one ProfileError "FILE: field: problem".
+schema. A JSON Schema (jsonschema) was weighed and not taken: it would replace only the type and
+range checks of a dozen fields (about a third of _Validator), while the checks that matter are
+cross-field ones it cannot express (the defaults must fit the heap, the flash method must match
+the MicroPython port and decide which flash fields belong, the mpy architecture must match the
+chip, the UF2 families must be the chip's), and its messages (a JSON path and the failed
+keyword) would lose the "did you mean" hints; a new dependency for a third of the code is not
+worth it. Every problem is one ProfileError "FILE: field: problem" (exit status 2).
+
+What a profile sets for a run (`--board NAME`): its `defaults` (run knobs; flags override), and
+for a board started here (experiment.open_board, by `kind`) the heap. Sizes are checked by the
+same arithmetic the host uses before a run (sizing.py), in the board's machine words.
 
 Where the files are: in a source checkout, boards/ at the repository root (the documented
 location). An installed package carries the same files as the package data `ucompressd.profiles`
@@ -26,7 +33,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from ucompressd import errors
+from ucompressd.errors import InputError
+from ucompressd import sizing
 
 ENV_BOARDS = "UCOMPRESSD_BOARDS"  # extra profile folder, searched first (a user's own boards)
 
@@ -39,6 +47,7 @@ MPY_ARCHS = (
     None, "x86", "x64", "armv6", "armv6m", "armv7m", "armv7em", "armv7emsp", "armv7emdp",
     "xtensa", "xtensawin", "rv32imc", "rv64imc",
 )
+WIDE_ARCHS = ("x64", "rv64imc")  # 64-bit words: 8-byte objects, 63-bit small ints
 # The architecture MicroPython's native emitter uses on each chip (viper code is compiled for it).
 CHIP_ARCH = {
     "RP2040": "armv6m", "RP2350": "armv7emsp", "ESP32": "xtensawin", "ESP32-S3": "xtensawin",
@@ -56,17 +65,13 @@ UF2_FAMILIES = {
 BOOTSEL_BOARD_ID = {"RP2040": "RPI-RP2", "RP2350": "RP2350"}
 
 MAX_MEMORY = 64 << 20  # no MCU board we know has more SRAM or PSRAM than this
-FIRMWARE_HEAP = 60 << 10  # heap the firmware itself needs beside frames and zpool
-# Pool metadata (ucz/pool.py): per page state byte + val + length + version + checksum; per
-# frame owner + free-list slot; per ring slot one u16; per zspage (ucz/zpool.py) 7 bytes.
-META_PER_PAGE, META_PER_FRAME, META_PER_RING, META_PER_ZSPAGE = 13, 4, 2, 7
 DEFAULT_KEYS = ("page_size", "pages", "frames", "zpool", "ring", "compressor")
 
 _USB_ID = re.compile(r"^[0-9A-Fa-f]{4}:[0-9A-Fa-f]{4}$")
 _NAME = re.compile(r"^[a-z0-9][a-z0-9-]*$")
 
 
-class ProfileError(ValueError):
+class ProfileError(InputError):
     """A profile that cannot be used: "FILE: field: problem", or an unknown board name."""
 
 
@@ -146,28 +151,34 @@ class Profile:
     notes: str = ""
     path: Path | None = field(default=None, compare=False)
 
+    @property
+    def kind(self) -> str:
+        """How a board of this profile is started when no --port is given (experiment.open_board):
+        "sim" the MicroPython unix port behind a pty; "real" a board only a --port reaches (a
+        simulated board with its heap stands in)."""
+        return "sim" if self.port == "unix" else "real"
+
     def config(self) -> dict[str, Any]:
         """The run configuration these defaults give (ucz.runner.config filled in)."""
         from ucz import runner
 
         return runner.config(dict(self.defaults))
 
+    @property
+    def word(self) -> int:
+        """Bytes per machine word of the board's MicroPython."""
+        return 8 if self.mpy_arch in WIDE_ARCHS else 4
+
     def heap_needed(self) -> int:
         """Heap bytes a run with the defaults takes: arena + pool metadata + the firmware."""
-        return heap_needed(self.config())
+        return heap_needed(self.config(), self.word)
 
 
-def heap_needed(cfg: dict[str, Any]) -> int:
-    from ucz.pool import arena_bytes
-    from ucz.zpool import zspage_pages
-
-    ps, zbytes = cfg["page_size"], cfg["zpool"]
-    nz = zbytes // (ps * zspage_pages(zbytes, ps))
-    meta = (
-        META_PER_PAGE * cfg["pages"] + META_PER_FRAME * cfg["frames"]
-        + META_PER_RING * cfg["ring"] + META_PER_ZSPAGE * nz
-    )
-    return arena_bytes(cfg["frames"], ps, zbytes) + meta + FIRMWARE_HEAP
+def heap_needed(cfg: dict[str, Any], word: int = sizing.WORD) -> int:
+    """Heap a run with `cfg` takes on a board with nothing else loaded: its preallocations
+    (sizing.heap_needed, the firmware's own arithmetic), what the run allocates beside them,
+    and the firmware itself (both in machine words of `word` bytes)."""
+    return sizing.heap_needed(cfg) + sizing.run_slack(cfg, word) + sizing.firmware_heap(word)
 
 
 # -- where profiles live ---------------------------------------------------------------------------
@@ -325,7 +336,8 @@ class _Validator:
         usb = self.usb(top["usb"], port)
         memory = self.memory(top["memory"])
         threads = self.threads(top["threads"])
-        defaults = self.defaults(top["defaults"], memory, threads)
+        word = 8 if arch in WIDE_ARCHS else 4
+        defaults = self.defaults(top["defaults"], memory, threads, word)
         notes = self.str_(top, "notes", "") if "notes" in top else ""
         return Profile(name, title, chip, port, firmware, arch, flash, usb, memory, threads,
                        defaults, notes, self.path)
@@ -406,7 +418,7 @@ class _Validator:
         d = self.obj(doc, "memory", ("sram", "psram", "heap"))
         sram = self.int_(d["sram"], "memory.sram", 16 << 10, MAX_MEMORY)
         psram = self.int_(d["psram"], "memory.psram", 0, MAX_MEMORY)
-        heap = self.int_(d["heap"], "memory.heap", FIRMWARE_HEAP, MAX_MEMORY)
+        heap = self.int_(d["heap"], "memory.heap", 16 << 10, MAX_MEMORY)
         if heap > sram + psram:
             raise self.fail("memory.heap", f"{heap} bytes is more than sram + psram "
                                            f"({sram + psram} bytes)")
@@ -422,7 +434,8 @@ class _Validator:
         note = self.str_(d, "note", "threads")
         return Threads(cores, d["gil"], max_threads, note)
 
-    def defaults(self, doc: Any, memory: Memory, threads: Threads) -> dict[str, Any]:
+    def defaults(self, doc: Any, memory: Memory, threads: Threads, word: int
+                 ) -> dict[str, Any]:
         d = self.obj(doc, "defaults", DEFAULT_KEYS)
         from ucz import runner
 
@@ -438,13 +451,14 @@ class _Validator:
                 raise self.fail("defaults.compressor",
                                 "'thread' under a GIL never runs beside the app, it only "
                                 "contends for the GIL: use 'task'")
-        need = heap_needed(cfg)
+        need = heap_needed(cfg, word)
         if need > memory.heap:
             raise self.fail(
                 "defaults",
                 f"need {need} bytes of heap (arena of {cfg['frames']} frames x "
-                f"{cfg['page_size']} + zpool {cfg['zpool']}, metadata, {FIRMWARE_HEAP} for the "
-                f"firmware) but memory.heap is {memory.heap}",
+                f"{cfg['page_size']} + zpool {cfg['zpool']}, metadata, "
+                f"{sizing.run_slack(cfg, word)} for the run and {sizing.firmware_heap(word)} "
+                f"for the firmware) but memory.heap is {memory.heap}",
             )
         return dict(d)
 
@@ -456,41 +470,6 @@ def _join(where: str, key: str) -> str:
 def _kind(v: Any) -> str:
     return {dict: "an object", list: "a list", str: "a string", bool: "a boolean",
             type(None): "null", int: "an integer", float: "a number"}.get(type(v), type(v).__name__)
-
-
-# -- serial ports ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class PortMatch:
-    device: str
-    usb: str | None  # "VID:PID" or None for a port without USB ids (pty, rfc2217, built-in UART)
-    serial_number: str | None
-    description: str
-    profiles: tuple[str, ...]  # candidate boards, best first (several share one USB-UART)
-
-
-def match_port(info: Any, profiles: dict[str, Profile] | None = None) -> PortMatch:
-    """Which profiles fit one serial port (a serial.tools.list_ports ListPortInfo, or anything
-    with device/vid/pid/serial_number/description). VID:PID must match; a profile that gives a
-    serial-number pattern must match that too."""
-    profiles = all_profiles() if profiles is None else profiles
-    vid, pid = getattr(info, "vid", None), getattr(info, "pid", None)
-    serial = getattr(info, "serial_number", None)
-    names = tuple(
-        n for n, p in profiles.items() if any(u.matches(vid, pid, serial) for u in p.usb)
-    )
-    usb = f"{vid:04X}:{pid:04X}" if vid is not None and pid is not None else None
-    desc = getattr(info, "description", None) or getattr(info, "product", None) or ""
-    return PortMatch(info.device, usb, serial, desc if desc != "n/a" else "", names)
-
-
-def attached_ports(profiles: dict[str, Profile] | None = None) -> list[PortMatch]:
-    """The serial ports on this machine, each with the profiles it may be."""
-    from serial.tools import list_ports
-
-    profiles = all_profiles() if profiles is None else profiles
-    return [match_port(i, profiles) for i in sorted(list_ports.comports(), key=lambda i: i.device)]
 
 
 # -- CLI: `ucompressd boards` and `ucompressd ports` -----------------------------------------------
@@ -515,14 +494,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     console = Console()
-    try:
-        if args.show:
-            p = load(args.show)
-            console.print(_show(p), highlight=False)
-            return 0
-        profiles = all_profiles()
-    except ProfileError as e:
-        return errors.usage(e)
+    if args.show:
+        console.print(_show(load(args.show)), highlight=False)
+        return 0
+    profiles = all_profiles()
     t = Table(title="Board profiles")
     t.add_column("board", no_wrap=True)
     for col in ("chip", "firmware", "mpy arch", "SRAM", "PSRAM", "heap", "compressor"):
@@ -558,41 +533,10 @@ def _show(p: Profile) -> str:
         f" -> compressor thread {'parallel' if p.threads.parallel else 'not parallel'}",
         f"                {p.threads.note}",
         "  defaults      " + ", ".join(f"{k}={p.defaults[k]}" for k in DEFAULT_KEYS),
-        f"  heap use      {_size(heap_needed(cfg))} of {_size(p.memory.heap)} "
-        f"(arena, metadata, {_size(FIRMWARE_HEAP)} firmware)",
+        f"  heap use      {_size(p.heap_needed())} of {_size(p.memory.heap)} "
+        f"(arena, metadata, {_size(sizing.run_slack(cfg, p.word))} run, "
+        f"{_size(sizing.firmware_heap(p.word))} firmware)",
     ]
     if p.notes:
         lines.append(f"  notes         {p.notes}")
     return "\n".join(lines)
-
-
-def add_ports_arguments(ap: argparse.ArgumentParser) -> None:
-    """The `ports` subcommand's options."""
-    ap.add_argument("--all", action="store_true",
-                    help="also list ports that match no profile")
-
-
-def run_ports(args: argparse.Namespace) -> int:
-    """`ucompressd ports`: attached serial ports and the profiles they may be."""
-    from rich.console import Console
-    from rich.table import Table
-
-    try:
-        matches = attached_ports()
-    except ProfileError as e:
-        return errors.usage(e)
-    shown = [m for m in matches if m.profiles or getattr(args, "all", False)]
-    console = Console()
-    if not shown:
-        hidden = len(matches) - len(shown)
-        more = f" ({hidden} other ports: --all lists them)" if hidden else ""
-        console.print(f"no serial port matches a board profile{more}", highlight=False)
-        return 0
-    t = Table(title="Serial ports")
-    for col in ("port", "VID:PID", "serial number", "description", "board"):
-        t.add_column(col, no_wrap=col in ("port", "VID:PID"))
-    for m in shown:
-        t.add_row(m.device, m.usb or "-", m.serial_number or "-", m.description or "-",
-                  " | ".join(m.profiles) or "-")
-    console.print(t)
-    return 0

