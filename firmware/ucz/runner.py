@@ -26,6 +26,7 @@ DEFAULTS = {
     "zpool": 0,             # compressed store bytes; 0: sized from pages, frames and data kind
     "ring": 64,             # kcompressd FIFO entries
     "batch": 8,             # pages isolated / drained per lock round (chosen by measurement)
+    "assist": 1,            # 1: the scanner stores queued pages itself when free is at low
     "ops": 50000,
     "write_pct": 30,
     "think_us": 0,          # idle time per access (background reclaim runs then)
@@ -57,7 +58,7 @@ CHOICES = {
 # Inclusive ranges of the int knobs.
 RANGES = {
     "pages": (1, 65534), "frames": (4, 65534), "page_size": (256, 4096), "zpool": (0, 1 << 30),
-    "ring": (1, 65534), "batch": (1, 256), "ops": (1, 1 << 30), "write_pct": (0, 100), "think_us": (0, 10000000),
+    "ring": (1, 65534), "batch": (1, 256), "assist": (0, 1), "ops": (1, 1 << 30), "write_pct": (0, 100), "think_us": (0, 10000000),
     "yield_ops": (1, 1 << 20), "duration_ms": (0, 86400000), "seed": (0, (1 << 30) - 1),
     "hot_pct": (1, 100), "burst": (1, 1 << 20), "gap_ms": (0, 60000), "slice_us": (50, 1000000),
     "wmark_min": (0, 65534), "wmark_low": (0, 65534), "wmark_high": (0, 65534),
@@ -144,7 +145,8 @@ def run(cfg, emit=None, arena=None, audit=0):
     comp = None
     if cfg["mode"] != "kswapd":
         comp = Compressor(pool, cfg["compressor"], cfg["slice_us"])
-    scanner = Scanner(pool, comp, cfg["slice_us"], auto=cfg["mode"] == "auto")
+    scanner = Scanner(pool, comp, cfg["slice_us"], auto=cfg["mode"] == "auto",
+                      assist=cfg["assist"])
     wl = Workload(WORKLOADS.index(cfg["workload"]), cfg["pages"], cfg["seed"],
                   cfg["write_pct"], cfg["hot_pct"])
     problems = []

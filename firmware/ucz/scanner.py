@@ -101,11 +101,14 @@ class Auto:
 
 
 class Scanner:
-    def __init__(self, pool, compressor=None, slice_us=200, auto=False):
+    def __init__(self, pool, compressor=None, slice_us=200, auto=False, assist=True):
         self.pool = pool
         pool.scanner = self
         self.comp = compressor  # None: kswapd mode
         self.slice_us = slice_us
+        # Store the ring's oldest pages here when the compressor is behind (see run()): fewer
+        # stalls, for scanner time on the app's core (a trade: the knob lets it be measured).
+        self.assist = assist
         self.hand = 0
         self.awake = False
         self.running = True
@@ -265,7 +268,7 @@ class Scanner:
             while True:
                 want = pool.whigh - pool.nfree - pool.nqueued
                 if want <= 0:
-                    if pool.nfree > pool.wlow or not pool.nqueued:
+                    if not self.assist or pool.nfree > pool.wlow or not pool.nqueued:
                         done = True
                         break
                     # Enough is queued, but free is still at low: the compressor is behind.

@@ -30,6 +30,7 @@ KNOB_HELP = {
     "mode": "reclaim design: kswapd (the scanner compresses), kcompressd (it queues), or "
             "auto (per batch, whichever costs the app's core less)",
     "batch": "pages isolated / drained per lock round",
+    "assist": "1: the scanner stores queued pages itself when the compressor is behind",
     "compressor": "where kcompressd's compressor runs: an asyncio task or a _thread",
     "workload": "access pattern",
     "pages": "pages the workload touches",

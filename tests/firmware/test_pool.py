@@ -199,6 +199,14 @@ def test_batches_hand_off_in_one_lock_round_each():
         assert str(e).startswith("batch:")
 
 
+def test_assist_is_a_knob():
+    # With the assist off the scanner never stores queued pages itself (the trade it makes,
+    # scanner time for stalls, can then be measured either way).
+    for comp in ("task", "thread"):
+        r, c = _run(mode="kcompressd", compressor=comp, assist=0, data="text")
+        assert c["kcompressd_assist"] == 0 and c["pgsteal_anon"] > 0
+
+
 def test_full_ring_compresses_the_oldest_page_inline():
     # No compressor draining: the scanner fills the ring, then each new victim first stores
     # the ring's oldest page inline (kcompressd_fallback) and is queued behind the rest.
