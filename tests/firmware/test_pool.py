@@ -249,7 +249,7 @@ class _Clock:
 
 
 def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
-    from ucz import scanner as S
+    from ucz import auto as S
 
     pool, sc, comp = _pool()
     clock = _Clock()
@@ -300,7 +300,7 @@ def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
 
 
 def test_auto_on_one_core_stays_inline():
-    from ucz import scanner as S
+    from ucz import auto as S
 
     pool = Pool(64, 16, 256, 64 * 256, data=5, seed=9)
     comp = Compressor(pool, "task")
