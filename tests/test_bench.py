@@ -142,13 +142,18 @@ def test_bench_memory_quick_on_the_simulated_board(tmp_path: Path) -> None:
 def test_bench_reclaim_quick_headline_on_the_simulated_board(tmp_path: Path) -> None:
     proc, doc = run_script("bench_reclaim.py", tmp_path / "reclaim.json", "--no-sweeps")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    check_targets(doc, ["pgsteal_anon/s, kcompressd/thread over kswapd",
-                        "allocation stalls removed", "share of the ideal ratio",
-                        "corrupt pages, every run"], proc.stdout)
-    assert set(doc["headline"]) == {"thread", "task"}
+    check_targets(doc, [
+        "pgsteal_anon/s, kcompressd/thread over kswapd (default)",
+        "allocation stalls removed, kcompressd/thread", "stall p99, kcompressd/thread vs kswapd",
+        "pgsteal_anon/s, auto over kswapd (default)", "allocation stalls removed, auto",
+        "stall p99, auto vs kswapd", "share of the ideal ratio, kcompressd/thread",
+        "corrupt pages, every run"], proc.stdout)
+    assert set(doc["headline"]) == {"kcompressd/thread", "kcompressd/task", "auto"}
     c = doc["compare"]["kswapd"]["counters"]
     ideal = (c["scan_us"] + c["compress_us"]) / max(c["scan_us"], c["compress_us"])
-    assert doc["headline"]["thread"]["ideal"]["median"] == pytest.approx(ideal)
+    assert doc["headline"]["auto"]["ideal"]["median"] == pytest.approx(ideal)
+    assert doc["compare"]["auto"]["config"]["mode"] == "auto"
+    assert "calibration" in doc["compare"]
     assert "ideal ratio = (scan_us + compress_us) / max(scan_us, compress_us)" in proc.stdout
 
 

@@ -82,19 +82,28 @@ def test_compare_both_modes_same_workload(tmp_path, capsys):
     j = tmp_path / "cmp.json"
     assert main(["compare", *QUICK, "--workload", "zipf", "--repeat", "2", "--json", str(j)]) == 0
     doc = json.loads(j.read_text())
-    ks, kc = doc["kswapd"], doc["kcompressd"]
-    assert ks["config"]["mode"] == "kswapd" and kc["config"]["mode"] == "kcompressd"
+    ks, kc, au = doc["kswapd"], doc["kcompressd"], doc["auto"]
+    assert [r["config"]["mode"] for r in (ks, kc, au)] == ["kswapd", "kcompressd", "auto"]
     # Only the mode differs; the simulated board has parallel threads: a compressor thread.
-    assert {k: v for k, v in ks["config"].items() if k != "mode"} == \
-           {k: v for k, v in kc["config"].items() if k != "mode"}
+    for r in (kc, au):
+        assert {k: v for k, v in ks["config"].items() if k != "mode"} == \
+               {k: v for k, v in r["config"].items() if k != "mode"}
     assert kc["config"]["compressor"] == "thread"
-    assert [len(doc["repeats"][m]) for m in ("kswapd", "kcompressd")] == [2, 2]
-    for m in ("kswapd", "kcompressd"):
+    assert [len(doc["repeats"][m]) for m in experiment.MODES] == [2, 2, 2]
+    for m in experiment.MODES:
         s = doc["summary"]["pgsteal_anon_per_s"][m]
-        assert s["min"] <= s["median"] <= s["max"]
+        assert s["min"] <= s["median"] <= s["max"] and s["ci95"] == [s["min"], s["max"]]
         assert doc["summary"]["corrupt"][m]["values"] == [0, 0]
+    pairs = doc["summary"]["pgsteal_anon_per_s"]["pairs"]
+    assert set(pairs) == {"kcompressd/kswapd", "auto/kswapd", "auto/kcompressd"}
+    for p in pairs.values():
+        assert p["measure"] == "ratio" and p["median"] > 0 and isinstance(p["significant"], bool)
+    cal = doc["calibration"]
+    assert cal["before"]["main_us"] > 0 and cal["after"]["main_us"] > 0
+    assert isinstance(cal["noisy"], bool) and isinstance(cal["why"], list)
     out = capsys.readouterr().out
-    assert "kswapd only" in out and "kcompressd" in out and "pgsteal_anon/s" in out
+    assert "kswapd only" in out and "kcompressd" in out and "auto" in out
+    assert "pgsteal_anon/s" in out
 
 
 @needs_sim
@@ -171,3 +180,34 @@ def test_compare_on_two_boards_in_parallel_one_over_rfc2217(tmp_path, capsys):
 def test_the_same_port_twice_is_refused(capsys):
     assert main(["run", "--port", os.devnull, "--port", os.devnull]) == 2
     assert "--port: the same board given twice" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("hello, placement", [
+    ({"threads": True, "gil": False}, "thread"),            # rp2, the simulated board
+    ({"threads": True, "gil": False, "cores": 1}, "task"),  # a unix port pinned to one CPU
+    ({"threads": True, "gil": True}, "task"),               # ESP32
+    ({"threads": False, "gil": None}, "task"),              # one-core QEMU boards
+], ids=["parallel", "one-core", "gil", "no-threads"])
+def test_the_compressor_follows_the_boards_hello(hello, placement):
+    # Without --compressor, auto (and kcompressd) get the placement the board's hello allows:
+    # auto then starts as kswapd wherever a second thread would share the core.
+    assert experiment.default_compressor(hello) == placement
+
+
+def test_run_auto_starts_as_kswapd_where_threads_share_a_core(tmp_path):
+    # The fake board is the real server under CPython: threads with a GIL. Without
+    # --compressor, auto gets a task compressor there, and so never hands a page off.
+    from fakeboard import FakeBoard
+
+    b = FakeBoard()
+    j = tmp_path / "run.json"
+    try:
+        assert main(["run", "--port", b.url, "--mode", "auto", "--pages", "64", "--frames", "16",
+                     "--page-size", "256", "--ops", "1500", "--json", str(j)]) == 0
+    finally:
+        b.close()
+    doc = json.loads(j.read_text())
+    assert doc["board"]["gil"] is True and doc["config"]["compressor"] == "task"
+    c = doc["counters"]
+    assert c["pgsteal_anon"] > 0 and c["kcompressd_enqueue"] == 0 and c["corrupt"] == 0
+    assert c["kcompressd_offloading"] == 0

@@ -20,7 +20,8 @@ from ucz import runner  # noqa: E402
 # Small enough for seconds per run, long enough (sample_ms 10) for a dozen samples per run.
 SMALL = {"pages": 64, "frames": 16, "ops": 6000, "sample_ms": 10}
 TIME_PANELS = ["Free frames over time", "Ring depth over time (kcompressd)",
-               "Reclaim rate over time (pgsteal_anon/s)", "Allocation stall time histogram"]
+               "Reclaim rate over time (pgsteal_anon/s)", "Allocation stall time histogram",
+               "Auto: handing off (1) or inline (0)"]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -78,8 +79,9 @@ def test_compare_json_gives_a_png_with_the_time_panels(compare_json: Path, tmp_p
     assert out.stat().st_size > 20_000  # four drawn panels, not an empty canvas
     text = png_text(out)
     assert text["Description"].split("\n") == TIME_PANELS
-    # Data series per panel: both modes (free, rate, stalls); ring and queued of kcompressd.
-    assert json.loads(text["Series"]) == dict(zip(TIME_PANELS, [2, 2, 2, 2]))
+    # Data series per panel: every design (free, rate, stalls); ring and queued of kcompressd
+    # and auto; auto's design over time.
+    assert json.loads(text["Series"]) == dict(zip(TIME_PANELS, [3, 4, 3, 3, 1]))
 
 
 def test_default_output_is_the_results_name_with_png(compare_json: Path) -> None:
@@ -113,7 +115,8 @@ def test_reclaim_benchmark_json_adds_one_panel_per_sweep(
     assert titles == TIME_PANELS + ["Sweep: ring slots"]
     text = png_text(out)
     assert text["Description"].split("\n") == titles
-    assert json.loads(text["Series"])["Sweep: ring slots"] == 4  # 3 ratios + stalls
+    # kcompressd and auto steal ratios, ideal, ops ratio, and both stall ratios
+    assert json.loads(text["Series"])["Sweep: ring slots"] == 6
 
 
 def _one_error_line(capsys: pytest.CaptureFixture[str]) -> str:

@@ -18,7 +18,7 @@ PSWPIN = const(9)           # pages read back from the store (decompressed or sa
 PSWPOUT = const(10)         # pages written to the store (compressed, raw or same-filled)
 WORKINGSET_REFAULT = const(11)  # an evicted page was needed again
 PGRESCUED = const(12)       # queued pages touched before the compressor got them
-KCOMPRESSD_FALLBACK = const(13)  # ring full: the scanner compressed inline
+KCOMPRESSD_FALLBACK = const(13)  # ring full: the scanner compressed the oldest queued page inline
 KCOMPRESSD_QUEUE_MAX = const(14)  # deepest the ring has been
 SAME_PAGES = const(15)      # pages stored as one repeated word (zram same_pages)
 INCOMPRESSIBLE = const(16)  # pages stored raw: LZ4 output > 3/4 page (zram huge_pages)
@@ -36,7 +36,18 @@ ZPOOL_FULL = const(27)      # stores refused by a full zpool (the page stayed re
 PGREFILL = const(28)        # referenced pages given a second chance by the CLOCK hand
 KSWAPD_WAKE = const(29)     # times the scanner was woken at the low watermark
 COMPRESSOR_US = const(30)   # time the compressor spent per page in total (incl. bookkeeping)
-NCOUNTERS = const(31)
+KCOMPRESSD_ENQUEUE = const(31)  # pages handed to the ring (isolated for the compressor)
+KCOMPRESSD_BATCH = const(32)  # hand-off lock rounds: one per batch of isolated pages
+KCOMPRESSD_CHEAP = const(33)  # same-filled or known-incompressible pages the scanner kept inline
+KCOMPRESSD_AUTO_INLINE = const(34)  # auto: switches to compressing inline (kswapd)
+KCOMPRESSD_AUTO_OFFLOAD = const(35)  # auto: switches to handing off (kcompressd)
+KCOMPRESSD_AUTO_PROBE = const(36)  # auto: windows handed off on trial while inline
+ALLOCSTALL_QUEUED = const(37)  # allocation stalls that began while pages sat in the ring
+ALLOCSTALL_QUEUED_US = const(38)  # ... and their time
+KCOMPRESSD_OFFLOADING = const(39)  # gauge: 1 while the scanner hands off, 0 while inline
+KCOMPRESSD_ASSIST = const(40)  # compressor behind (free at low, pages queued): the scanner
+                               # stored the oldest queued page itself
+NCOUNTERS = const(41)
 
 # Export names, index-aligned with the slots above; pgsteal_anon is derived (kswapd + direct).
 NAMES = (
@@ -46,7 +57,10 @@ NAMES = (
     "kcompressd_queue_max", "same_pages", "incompressible", "compress_us",
     "decompress_us", "scan_us", "corrupt", "oom", "elapsed_us", "ops",
     "orig_data_size", "compr_data_size", "mem_used", "zpool_full", "pgrefill",
-    "kswapd_wake", "compressor_us",
+    "kswapd_wake", "compressor_us", "kcompressd_enqueue", "kcompressd_batch",
+    "kcompressd_cheap", "kcompressd_auto_inline", "kcompressd_auto_offload",
+    "kcompressd_auto_probe", "allocstall_queued", "allocstall_queued_us",
+    "kcompressd_offloading", "kcompressd_assist",
 )
 
 HIST_BUCKETS = const(24)  # log2 buckets of stall time: bucket i holds 2**i <= us < 2**(i+1)

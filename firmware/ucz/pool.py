@@ -4,7 +4,7 @@
 #
 # A "frame" is a page_size slice of one preallocated bytearray (not a physical page); a
 # "page" is a logical page the workload addresses, npages of them, more than there are frames.
-# Per page: state byte + val word + length + version + checksum = 13 bytes; per frame: owner
+# Per page: state byte + val word + length + version + checksum + claim = 14 bytes; per frame: owner
 # and a free-list slot = 4 bytes. No object per page anywhere.
 #
 # Page states (low nibble of state[p]); a page is in exactly one:
@@ -37,6 +37,7 @@ WRITEBACK = const(3)
 ZSTORED = const(4)
 SAME = const(5)
 STATE = const(0x0F)
+PICKED = const(0x20)  # a victim in the scanner's batch, not yet queued: the hand skips it
 HUGE = const(0x40)  # last store found it incompressible and it was not written since
 REF = const(0x80)   # referenced (PG_referenced): the CLOCK hand gives it a second chance
 NONE = const(0xFFFF)
@@ -46,13 +47,18 @@ STATE_NAMES = ("unmapped", "resident", "queued", "writeback", "zstored", "same")
 class Scratch:
     """Per-thread buffers for storing a page: no allocation per page."""
 
-    def __init__(self, page_size):
+    def __init__(self, page_size, batch=1):
         self.buf = bytearray(lz4.bound(page_size))
         self.table = lz4.new_table()
         self.word = zeros("I", 1)
         self.us = 0     # time the last page's store took (compress() + place())
         self.busy = 0   # total store time through this scratch (scan_us excludes it)
         self.frame = 0  # frame of the page the last ring pop returned
+        self.gen = 0    # ... and the claim it was taken with (Pool.wbgen)
+        # A batch of pages (and, from dequeue_batch, their frames and claims) in one lock round.
+        self.pages = zeros("H", batch)
+        self.frames = zeros("H", batch)
+        self.gens = bytearray(batch)
 
 
 def watermarks(nframes):
@@ -69,9 +75,9 @@ def watermarks(nframes):
     return wmin, wlow, whigh
 
 
-# Metadata arrays (see __init__): per page state + val + clen + ver + sum; per frame owner +
-# flist; per ring slot one page number.
-META_PER_PAGE = 1 + itemsize("I") + itemsize("H") + itemsize("H") + itemsize("I")
+# Metadata arrays (see __init__): per page state + val + clen + ver + sum + wbgen; per frame
+# owner + flist; per ring slot one page number.
+META_PER_PAGE = 1 + itemsize("I") + itemsize("H") + itemsize("H") + itemsize("I") + 1
 META_PER_FRAME = 2 * itemsize("H")
 META_PER_RING = itemsize("H")
 
@@ -91,7 +97,7 @@ def arena_bytes(nframes, page_size, zpool_bytes):
 
 class Pool:
     def __init__(self, npages, nframes, page_size, zpool_bytes, data=0, seed=1,
-                 wmin=0, wlow=0, whigh=0, ring=64, arena=None, zclasses=0):
+                 wmin=0, wlow=0, whigh=0, ring=64, arena=None, zclasses=0, batch=8):
         if page_size & (page_size - 1) or not 256 <= page_size <= 4096:
             raise ValueError("page_size: must be a power of two in 256..4096")
         if not 1 <= npages < NONE:
@@ -100,6 +106,8 @@ class Pool:
             raise ValueError("frames: must be 4..%d" % (NONE - 1))
         if not 1 <= ring < NONE:
             raise ValueError("ring: must be 1..%d" % (NONE - 1))
+        if not 1 <= batch <= ring:
+            raise ValueError("batch: must be 1..ring (%d)" % ring)
         if not (wmin or wlow or whigh):
             wmin, wlow, whigh = watermarks(nframes)
         if not 0 < wmin < wlow < whigh < nframes:
@@ -127,6 +135,12 @@ class Pool:
         self.clen = zeros("H", npages)
         self.ver = zeros("H", npages)
         self.sum = zeros("I", npages)
+        # Claim number of each page's latest QUEUED -> WRITEBACK: a storer publishes only its
+        # own claim. Without it a page the compressor holds in its batch could be rescued,
+        # queued again and claimed by the main thread, and the compressor's stale copy (of a
+        # frame the app wrote meanwhile) would pass for the new claim (ABA). 8 bits: 256
+        # claims of one page while a storer holds one are not possible.
+        self.wbgen = bytearray(npages)
         self.owner = zeros("H", nframes)
         self.flist = zeros("H", nframes)
         for f in range(nframes):
@@ -146,10 +160,12 @@ class Pool:
         self.rsize = ring
         self.rhead = 0
         self.rcount = 0
+        self._one = zeros("H", 1)  # enqueue's batch of one
+        self.batch = batch  # pages isolated (and drained) per lock round
         self.c = C.new()
         self.hist = C.new_hist()
         self.lock = allocate_lock()
-        self.scratch = Scratch(page_size)  # the main thread's (scanner inline, direct reclaim)
+        self.scratch = Scratch(page_size, batch)  # the main thread's (scanner, direct reclaim)
         self.scanner = None  # set by Scanner: direct reclaim and wake-ups go through it
         self._zero = zeros("I", 1)  # the fill word of a never-written page (peek)
 
@@ -190,6 +206,7 @@ class Pool:
         t0 = ticks_us()
         c = self.c
         c[C.ALLOCSTALL] += 1
+        queued = self.nqueued  # pages in the ring while the app stalls: the hand-off's latency
         self.scanner.wake()
         self.scanner.direct()
         lk = self.lock
@@ -203,6 +220,9 @@ class Pool:
             lk.release()
         dt = ticks_diff(ticks_us(), t0)
         c[C.ALLOCSTALL_US] += dt
+        if queued:
+            c[C.ALLOCSTALL_QUEUED] += 1
+            c[C.ALLOCSTALL_QUEUED_US] += dt
         C.hist_add(self.hist, dt)
         if f >= 0:
             c[C.PGALLOC] += 1
@@ -423,76 +443,149 @@ class Pool:
             lk.release()
         return True
 
+    def cheap(self, p):
+        """True when storing resident page p costs less than handing it off: same-filled (one
+        word kept, no slot) or known incompressible (HUGE: a copy, no LZ4). Main thread only."""
+        if self.state[p] & HUGE:
+            return True
+        sc = self.scratch
+        return same_word(self.frames, self.val[p] * self.P, self.P, sc.word, 0)
+
     # -- the kcompressd ring -----------------------------------------------------------------------
 
-    def enqueue(self, p):
-        """Isolate resident page p into the ring; False when the ring is full."""
+    def enqueue_batch(self, pages, n):
+        """Isolate resident pages pages[0:n] into the ring in one lock round; returns how many
+        went in (the first k of them: a full ring takes no more)."""
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
             pass
         try:
-            if self.rcount == self.rsize:
-                return False
+            room = self.rsize - self.rcount
+            if n > room:
+                n = room
+            if n <= 0:
+                return 0
             i = self.rhead + self.rcount
-            if i >= self.rsize:
-                i -= self.rsize
-            self.ring[i] = p
-            self.rcount += 1
-            self.state[p] = QUEUED | (self.state[p] & HUGE)
-            self.nqueued += 1
+            state = self.state
+            ring = self.ring
+            k = 0
+            while k < n:
+                if i >= self.rsize:
+                    i -= self.rsize
+                p = pages[k]
+                ring[i] = p
+                state[p] = QUEUED | (state[p] & HUGE)
+                i += 1
+                k += 1
+            self.rcount += n
+            self.nqueued += n
             c = self.c
+            c[C.KCOMPRESSD_ENQUEUE] += n
+            c[C.KCOMPRESSD_BATCH] += 1
             if self.rcount > c[C.KCOMPRESSD_QUEUE_MAX]:
                 c[C.KCOMPRESSD_QUEUE_MAX] = self.rcount
         finally:
             lk.release()
-        return True
+        return n
+
+    def dequeue_batch(self, sc, nmax):
+        """Take up to nmax still-queued pages, oldest first (-> WRITEBACK), in one lock round.
+
+        The pages go to sc.pages[0:k], their frames to sc.frames[0:k], their claims to
+        sc.gens[0:k]; returns k.
+        """
+        k = 0
+        lk = self.lock
+        while not lk.acquire(0):  # spin (see LOCKING)
+            pass
+        try:
+            while self.rcount and k < nmax:
+                p = self._pop()
+                if self.state[p] & STATE == QUEUED:
+                    sc.pages[k] = p
+                    sc.frames[k] = self.val[p]
+                    sc.gens[k] = self._claim(p)
+                    k += 1
+        finally:
+            lk.release()
+        return k
+
+    def enqueue(self, p):
+        """Isolate resident page p into the ring; False when the ring is full (a batch of one:
+        main thread only, as every isolation)."""
+        self._one[0] = p
+        return self.enqueue_batch(self._one, 1) == 1
 
     def dequeue(self, sc):
         """Take the next still-queued page for compression (-> WRITEBACK); -1 when none.
 
-        Its frame is left in sc.frame (no tuple allocation).
+        Its frame is left in sc.frame, its claim in sc.gen (no tuple allocation).
         """
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
             pass
         try:
             while self.rcount:
-                p = self.ring[self.rhead]
-                self.rhead += 1
-                if self.rhead == self.rsize:
-                    self.rhead = 0
-                self.rcount -= 1
-                s = self.state[p]
-                if s & STATE == QUEUED:
-                    self.state[p] = WRITEBACK | (s & HUGE)
+                p = self._pop()
+                if self.state[p] & STATE == QUEUED:
                     sc.frame = self.val[p]
+                    sc.gen = self._claim(p)
                     return p
         finally:
             lk.release()
         return -1
 
+    def _pop(self):
+        """The ring's oldest entry (maybe stale: skip it unless QUEUED). Lock held, rcount > 0."""
+        p = self.ring[self.rhead]
+        self.rhead += 1
+        if self.rhead == self.rsize:
+            self.rhead = 0
+        self.rcount -= 1
+        return p
+
+    def _claim(self, p):
+        """QUEUED -> WRITEBACK for one storer; returns its claim number. Lock held."""
+        self.state[p] = WRITEBACK | (self.state[p] & HUGE)
+        g = (self.wbgen[p] + 1) & 0xFF
+        self.wbgen[p] = g
+        return g
+
     def writeback(self, p, sc, steal):
-        """Compress a dequeued page and publish it unless the app rescued it meanwhile."""
+        """Compress a dequeued page (frame sc.frame, claim sc.gen) and publish it unless the app
+        rescued it meanwhile (or it was claimed again since); True when its frame was freed."""
         f = sc.frame
         n = self.compress(p, f, sc)
         h = self.place(f, n, sc)
+        done = False
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
             pass
         try:
-            if self.state[p] & STATE == WRITEBACK:
+            if self.state[p] & STATE == WRITEBACK and self.wbgen[p] == sc.gen:
                 self.nqueued -= 1
                 if h < 0:
                     self.state[p] = RESIDENT | (self.state[p] & HUGE)  # zpool full: keep it
                 else:
                     self.publish(p, f, n, h, sc, steal)
+                    done = True
             elif n >= 0 and h >= 0:
                 self.z.free(h, n)  # rescued while we worked: drop our copy
                 self.nplaced -= 1
                 self.placed_bytes -= n
-
         finally:
             lk.release()
+        return done
+
+    def writeback_oldest(self, steal):
+        """Compress the oldest queued page inline (main thread): a full ring or a stall does
+        the compressor's next job rather than evicting yet another page, so pages still leave
+        in LRU order. -1 when nothing is queued, 0 when the store failed (zpool full), else 1."""
+        sc = self.scratch
+        p = self.dequeue(sc)
+        if p < 0:
+            return -1
+        return 1 if self.writeback(p, sc, steal) else 0
 
     # -- pages whose content the application provides (ucz.zram) -----------------------------------
     # A zram device or log writes its own bytes into a frame instead of the workload's
@@ -562,8 +655,8 @@ class Pool:
                     return True
             finally:
                 lk.release()
-            # WRITEBACK: the compressor reads the frame until it publishes (one page): its
-            # frame cannot go back to the free list before that.
+            # WRITEBACK: the compressor reads the frame until it publishes (the rest of its
+            # batch at most): its frame cannot go back to the free list before that.
 
     def peek(self, p, dst, doff):
         """Page p's content into dst[doff:doff+P] without mapping it: from its frame, the

@@ -13,7 +13,9 @@ from .workload import Workload, WORKLOADS, app
 from . import VERSION
 
 DEFAULTS = {
-    "mode": "kcompressd",   # kswapd: the scanner compresses; kcompressd: a compressor does
+    # kswapd: the scanner compresses; kcompressd: a compressor does; auto: per batch, the one
+    # that costs the app's core less (starts as kcompressd with a compressor thread)
+    "mode": "kcompressd",
     "compressor": "thread",  # kcompressd placement: task (same core) or thread (second core)
     "workload": "uniform",
     # The default experiment: a data logger's text pages (Linux-size 4 KiB pages) at 4 pages
@@ -23,6 +25,8 @@ DEFAULTS = {
     "page_size": 4096,
     "zpool": 0,             # compressed store bytes; 0: sized from pages, frames and data kind
     "ring": 64,             # kcompressd FIFO entries
+    "batch": 8,             # pages isolated / drained per lock round (chosen by measurement)
+    "assist": 1,            # 1: the scanner stores queued pages itself when free is at low
     "ops": 50000,
     "write_pct": 30,
     "think_us": 0,          # idle time per access (background reclaim runs then)
@@ -45,7 +49,7 @@ DEFAULTS = {
 }
 
 CHOICES = {
-    "mode": ("kswapd", "kcompressd"),
+    "mode": ("kswapd", "kcompressd", "auto"),
     "compressor": ("task", "thread"),
     "workload": WORKLOADS,
     "data": KINDS,
@@ -54,7 +58,7 @@ CHOICES = {
 # Inclusive ranges of the int knobs.
 RANGES = {
     "pages": (1, 65534), "frames": (4, 65534), "page_size": (256, 4096), "zpool": (0, 1 << 30),
-    "ring": (1, 65534), "ops": (1, 1 << 30), "write_pct": (0, 100), "think_us": (0, 10000000),
+    "ring": (1, 65534), "batch": (1, 256), "assist": (0, 1), "ops": (1, 1 << 30), "write_pct": (0, 100), "think_us": (0, 10000000),
     "yield_ops": (1, 1 << 20), "duration_ms": (0, 86400000), "seed": (0, (1 << 30) - 1),
     "hot_pct": (1, 100), "burst": (1, 1 << 20), "gap_ms": (0, 60000), "slice_us": (50, 1000000),
     "wmark_min": (0, 65534), "wmark_low": (0, 65534), "wmark_high": (0, 65534),
@@ -84,7 +88,7 @@ def config(args):
                 raise ValueError("%s: %d is out of range %d..%d" % (k, v, lo, hi))
         cfg[k] = v
     if not THREADS and cfg["compressor"] == "thread":
-        if "compressor" in args and cfg["mode"] == "kcompressd":
+        if "compressor" in args and cfg["mode"] != "kswapd":
             raise ValueError("compressor: thread: " + NO_THREADS)
         cfg["compressor"] = "task"  # the default placement is a second core only where one exists
     ps = cfg["page_size"]
@@ -99,6 +103,11 @@ def config(args):
         cfg["zpool"] = (out * _ZEIGHTHS[cfg["data"]] // 8 + 16) * ps
     elif cfg["zpool"] < ps:
         raise ValueError("zpool: %d bytes hold no page of %d bytes" % (cfg["zpool"], ps))
+    if cfg["batch"] > cfg["ring"]:
+        if "batch" in args:
+            raise ValueError("batch: %d is more than the ring's %d slots"
+                             % (cfg["batch"], cfg["ring"]))
+        cfg["batch"] = cfg["ring"]  # a small ring takes smaller batches by default
     w = (cfg["wmark_min"], cfg["wmark_low"], cfg["wmark_high"])
     if any(w) and not (0 < w[0] < w[1] < w[2] < cfg["frames"]):
         raise ValueError("wmark_min: watermarks need 0 < min < low < high < frames")
@@ -136,11 +145,13 @@ def run(cfg, emit=None, arena=None, audit=0):
     sync_ticks()  # the QEMU boards: the same clock phase at every run's start
     pool = Pool(cfg["pages"], cfg["frames"], cfg["page_size"], cfg["zpool"],
                 data=KINDS.index(cfg["data"]), seed=cfg["seed"], wmin=cfg["wmark_min"],
-                wlow=cfg["wmark_low"], whigh=cfg["wmark_high"], ring=cfg["ring"], arena=arena)
+                wlow=cfg["wmark_low"], whigh=cfg["wmark_high"], ring=cfg["ring"], arena=arena,
+                batch=cfg["batch"])
     comp = None
-    if cfg["mode"] == "kcompressd":
+    if cfg["mode"] != "kswapd":
         comp = Compressor(pool, cfg["compressor"], cfg["slice_us"])
-    scanner = Scanner(pool, comp, cfg["slice_us"])
+    scanner = Scanner(pool, comp, cfg["slice_us"], auto=cfg["mode"] == "auto",
+                      assist=cfg["assist"])
     wl = Workload(WORKLOADS.index(cfg["workload"]), cfg["pages"], cfg["seed"],
                   cfg["write_pct"], cfg["hot_pct"])
     problems = []

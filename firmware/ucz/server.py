@@ -8,7 +8,7 @@ import json
 from ucz import wire, VERSION
 from ucz.compat import THREADS, PARALLEL
 
-COMMANDS = ("hello", "defaults", "run", "gc", "bye")
+COMMANDS = ("hello", "defaults", "run", "calibrate", "gc", "bye")
 # Characters of text echoed in one reply (an error message, a traceback, one list item): JSON
 # escapes a character to at most 6 bytes, so any reply stays under wire.MAX_LINE.
 MAX_TEXT = 512
@@ -55,6 +55,26 @@ def _mem():
     return (f() if f else None), (a() if a else None)
 
 
+def _cores():
+    """CPUs this board may run the compressor on: 2 on rp2 (core 1); on the unix port the CPUs
+    its affinity allows, where it sees the host's /proc (not as the simulated board, whose / is
+    its flash folder); None where unknown."""
+    if sys.platform == "rp2":
+        return 2
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("Cpus_allowed_list:"):
+                    n = 0
+                    for part in line.split(":", 1)[1].strip().split(","):
+                        lo, _, hi = part.partition("-")
+                        n += int(hi or lo) - int(lo) + 1
+                    return n
+    except (OSError, ValueError, AttributeError):
+        pass
+    return None
+
+
 def _hello():
     impl = sys.implementation
     threads = THREADS
@@ -73,6 +93,7 @@ def _hello():
         # cannot tell (rp2 has 2, an ESP32 1 or 2): the board profile says.
         "cores": None if threads else 1,
         "gil": gil,
+        "cores": _cores(),
         "mem_free": free,
         "mem_alloc": alloc,
         "word": 8 if sys.maxsize > 0xFFFFFFFF else 4,  # bytes per machine word (objects scale)
@@ -202,6 +223,14 @@ class Server:
             elif cmd == "defaults":
                 runner = self.need_runner()
                 result = {"defaults": runner.DEFAULTS, "choices": runner.CHOICES}
+            elif cmd == "calibrate":
+                from ucz.calibrate import calibrate
+
+                args = msg.get("args") or {}
+                loops = args.get("loops", 100000)
+                if isinstance(loops, bool) or not isinstance(loops, int) or not 1 <= loops <= 10**8:
+                    raise ValueError("loops: %r is not a count from 1 to 10**8" % (loops,))
+                result = calibrate(loops, THREADS)
             elif cmd == "gc":
                 gc.collect()
                 free, alloc = _mem()

@@ -27,7 +27,10 @@ from ucz import runner
 # Help for the experiment knobs; the knobs themselves, their defaults and their rules come from
 # ucz.runner (DEFAULTS, CHOICES, config), the very code that validates them on the board.
 KNOB_HELP = {
-    "mode": "reclaim design: kswapd (the scanner compresses) or kcompressd (it queues)",
+    "mode": "reclaim design: kswapd (the scanner compresses), kcompressd (it queues), or "
+            "auto (per batch, whichever costs the app's core less)",
+    "batch": "pages isolated / drained per lock round",
+    "assist": "1: the scanner stores queued pages itself when the compressor is behind",
     "compressor": "where kcompressd's compressor runs: an asyncio task or a _thread",
     "workload": "access pattern",
     "pages": "pages the workload touches",
@@ -137,10 +140,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p)
     p.set_defaults(func=cmd_run)
 
-    p = sub.add_parser("compare", help="the same workload under kswapd and under kcompressd")
+    p = sub.add_parser("compare", help="the same workload under kswapd, kcompressd and auto")
     _add_knobs(p, skip=("mode",))
     p.add_argument("--repeat", type=int, default=1, metavar="N",
-                   help="runs per mode; the table shows medians and min..max (default 1)")
+                   help="runs per mode, interleaved; the table shows medians with 95%% "
+                        "intervals and which changes are significant (default 1)")
+    p.add_argument("--designs", default=",".join(experiment.MODES), metavar="LIST",
+                   help="designs to compare, the baseline first (default %(default)s)")
     _add_common(p)
     p.set_defaults(func=cmd_compare)
 
@@ -312,8 +318,11 @@ def cmd_run(ns: argparse.Namespace) -> int:
     given, auto = set(args), not args.get("zpool")
 
     def job(b: experiment.Board, label: str) -> dict[str, Any]:
+        # No --compressor: the board's own placement (auto then starts as kswapd where a
+        # second thread would share the core: no _thread, a GIL, one core).
         return experiment.run(b, cfg, on_progress, label, ns.timeout, ns.audit,
-                              given=given, auto_zpool=auto)
+                              given=given, auto_zpool=auto,
+                              board_placement="compressor" not in args)
 
     with _progress() as on_progress:
         try:
@@ -344,7 +353,10 @@ def cmd_compare(ns: argparse.Namespace) -> int:
     # resident) whose kswapd/kcompressd pair takes seconds on the simulated board.
     profile = _profile(ns)
     args = _args(ns, profile)
-    for mode in experiment.MODES:  # refuse bad knobs before a board is touched
+    modes = [m for m in ns.designs.split(",") if m]
+    if len(modes) < 2 or len(set(modes)) != len(modes):
+        raise ArgumentError("--designs: name two or more different designs, e.g. kswapd,auto")
+    for mode in modes:  # refuse bad knobs before a board is touched
         _config({**args, "mode": mode})
     _check_run_args(ns)
     given = set(args)
@@ -355,11 +367,11 @@ def cmd_compare(ns: argparse.Namespace) -> int:
         a = dict(args)
         if "compressor" not in a:  # each board its own: they may differ in cores and GIL
             a["compressor"] = experiment.default_compressor(hello)
-        # Both modes sized (and refused) before either runs.
+        # Every design sized (and refused) before any runs.
         cfgs = {mode: sizing.fit({**a, "mode": mode}, hello.get("mem_free"), given,
                                  hello.get("word"))
-                for mode in experiment.MODES}
-        want, got = _config(a)["zpool"], cfgs[experiment.MODES[0]]["zpool"]
+                for mode in modes}
+        want, got = _config(a)["zpool"], cfgs[modes[0]]["zpool"]
         if not a.get("zpool") and got < want:
             cut.append(_cut_note(board.url, got, want))
 
@@ -377,14 +389,22 @@ def cmd_compare(ns: argparse.Namespace) -> int:
                     doc = job(board)
         except RunFailed as e:
             _failed(e, ns)
+    # A compare table has a column per design and per pair: into a file or a pipe, rich would
+    # wrap it at 80 columns.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     if "boards" in doc:
-        Console().print(report.boards_compare_table(doc))
+        console.print(report.boards_compare_table(doc))
         docs = list(doc["boards"].values())
     else:
-        Console().print(report.compare_table(doc))
+        console.print(report.compare_table(doc))
         docs = [doc]
     _saved(doc, ns)
-    runs = [r for d in docs for m in experiment.MODES for r in d.get("repeats", {}).get(m, [d[m]])]
+    for d in docs:
+        line = report.noise_line(d)
+        if line:
+            print(f"ucompressd: {line}", file=sys.stderr)
+    runs = [r for d in docs for m in modes if m in d
+            for r in d.get("repeats", {}).get(m, [d[m]])]
     for note in cut:
         print(note, file=sys.stderr)
     return _audit_failures(runs)

@@ -21,12 +21,22 @@ from ucompressd.staging import firmware_dir, stage_firmware
 from ucz import counters as C
 from ucz import pagedata, runner
 from ucz.server import firmware_digest
+from ucompressd import stats
 
 if TYPE_CHECKING:
     from ucompressd.boards import Profile
 
 FIRMWARE_DIR = firmware_dir()
-MODES = ("kswapd", "kcompressd")
+# The designs `compare` runs, the baseline first: every other one is reported against it, and
+# auto against kcompressd too.
+MODES = ("kswapd", "kcompressd", "auto")
+# Calibration (the same board-side loop before and after a compare): the host was busy when
+# the loop on two threads at once ran this much slower than alone on one (the board's two
+# threads did not get two cores), or when it ran this much slower or faster after the compare
+# than before (the load changed meanwhile). 1.25 / 1.15: a quiet 2-core VM stays within 10%.
+CONTENTION = 1.25
+DRIFT = 1.15
+CALIBRATION_LOOPS = 100000
 # Columns of a sample, in the order files show them: time and gauges, then the counters.
 SAMPLE_KEYS = ("t_us", "free", "queued", "ring") + C.NAMES + ("pgsteal_anon",)
 
@@ -94,10 +104,18 @@ def probe(board: Board, timeout: float = 10.0) -> dict[str, Any]:
         return link.hello
 
 
+def parallel(hello: dict[str, Any]) -> bool:
+    """True when a second thread runs truly beside the first: _thread, no GIL, and not known
+    to have only one core (hello's cores: a unix port pinned to one CPU says 1)."""
+    cores = hello.get("cores")
+    return bool(hello.get("threads")) and hello.get("gil") is False and (cores is None or cores >= 2)
+
+
 def default_compressor(hello: dict[str, Any]) -> str:
     # A compressor thread pays off only with truly parallel threads (a second core, no GIL):
-    # rp2 and the simulated board; on ESP32 (GIL) or without _thread it would just contend.
-    return "thread" if hello.get("threads") and hello.get("gil") is False else "task"
+    # rp2 and the simulated board; on ESP32 (GIL), one core, or without _thread it would just
+    # contend. auto starts as kcompressd on a thread and as kswapd with a task.
+    return "thread" if parallel(hello) else "task"
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -113,8 +131,12 @@ def run(
     *,
     given: Iterable[str] | None = None,
     auto_zpool: bool = False,
+    board_placement: bool = False,
 ) -> dict[str, Any]:
     """One experiment with a validated config (runner.config) on a freshly reset board.
+
+    board_placement: the compressor was not chosen, so it is the one the board's hello allows
+    (default_compressor): auto then starts as kswapd where a second thread shares the core.
 
     Before it runs, the sizes are checked against the board's free heap (sizing.fit):
     FitError names the knobs in `given` (default: all) that would make it fit; auto_zpool:
@@ -142,6 +164,8 @@ def run(
     try:
         with Link(board.url, timeout=timeout) as link:
             hello = link.hello
+            if board_placement and cfg["mode"] != "kswapd":
+                cfg = {**cfg, "compressor": default_compressor(hello)}
             if hello.get("mem_free") is not None:  # (CPython reports none: nothing to fit)
                 cfg = sizing.fit({**cfg, "zpool": 0} if auto_zpool else cfg, hello["mem_free"],
                                  given, hello.get("word"))
@@ -239,6 +263,7 @@ def results(
             "machine": hello.get("machine"),
             "threads": hello.get("threads"),
             "gil": hello.get("gil"),
+            "cores": hello.get("cores"),
             "mem_free": hello.get("mem_free"),
         },
         "firmware": {
@@ -325,16 +350,22 @@ def metrics(run_doc: dict[str, Any]) -> dict[str, float | int | None]:
     compare summary and the report)."""
     c = run_doc.get("counters", {})
     orig, compr = c.get("orig_data_size"), c.get("compr_data_size")
+    el, stall = c.get("elapsed_us"), run_doc["stall_us"]["total"]
     return {
         "pgsteal_anon_per_s": run_doc["rates"]["pgsteal_anon_per_s"],
         "allocstall": c.get("allocstall"),
-        "stall_total_us": run_doc["stall_us"]["total"],
+        # PSI memory "some": the share of the run's time the app was stalled on reclaim.
+        "stall_share": round(stall / el, 4) if el and stall is not None else None,
+        "stall_total_us": stall,
         "stall_p99_us": run_doc["stall_us"]["p99"],
         "ops_per_s": run_doc["rates"]["ops_per_s"],
         "compression_ratio": round(orig / compr, 2) if orig and compr else None,
         "pswpout": c.get("pswpout"),
         "pgmajfault": c.get("pgmajfault"),
         "kcompressd_fallback": c.get("kcompressd_fallback"),
+        # auto's switches, both ways (0 for the fixed designs)
+        "auto_switches": (c["kcompressd_auto_inline"] + c["kcompressd_auto_offload"]
+                          if "kcompressd_auto_inline" in c else None),
         "corrupt": c.get("corrupt"),
         # Broken invariants the runner found (check_every > 0): must stay 0, like corrupt.
         "problems": len(run_doc["problems"]) if "problems" in run_doc else None,
@@ -384,6 +415,31 @@ def on_boards(ports: list[str], job: Callable[[Board], dict[str, Any]],
 # -- compare ------------------------------------------------------------------------------------
 
 
+def calibrate(board: Board, timeout: float = 10.0,
+              loops: int = CALIBRATION_LOOPS) -> dict[str, Any]:
+    """The board's fixed loop timed alone on each thread and on both at once (ucz.calibrate)."""
+    with Link(board.url, timeout=timeout) as link:
+        r = link.request("calibrate", {"loops": loops})
+        r["parallel"] = parallel(link.hello)
+        return r
+
+
+def noise(before: dict[str, Any] | None, after: dict[str, Any] | None) -> dict[str, Any]:
+    """Was the host busy around a compare? {"noisy": bool, "why": [reasons]} (see CONTENTION)."""
+    why: list[str] = []
+    for name, cal in (("before", before), ("after", after)):
+        if cal and cal.get("parallel") and cal.get("both_main_us") and cal.get("main_us"):
+            slow = max(cal["both_main_us"], cal["both_thread_us"]) / min(cal["main_us"],
+                                                                          cal["thread_us"])
+            if slow > CONTENTION:
+                why.append(f"{name}: two threads at once ran {slow:.2f}x slower than one alone")
+    if before and after and before.get("main_us") and after.get("main_us"):
+        drift = after["main_us"] / before["main_us"]
+        if not 1 / DRIFT <= drift <= DRIFT:
+            why.append(f"the loop took {drift:.2f}x as long after the compare as before")
+    return {"noisy": bool(why), "why": why}
+
+
 def compare(
     board: Board,
     cfgs: dict[str, dict[str, Any]],
@@ -391,15 +447,20 @@ def compare(
     on_progress: ProgressHandler | None = None,
     timeout: float = 10.0,
     audit: int = 0,
+    calibrate: bool = True,
 ) -> dict[str, Any]:
     """The same workload under each mode (cfgs: mode -> validated config), `repeat` times,
-    alternating modes so that drift on the host spreads over both.
+    interleaved (ABCABC..., not AAA BBB) so that drift on the host spreads over all of them,
+    between two calibrations of the board (see noise()).
 
-    Returns {"kswapd": RUN, "kcompressd": RUN, "summary": ...} (+ "repeats" when repeat > 1);
-    each RUN is the repetition with the median pgsteal_anon/s, the summary has every metric's
-    median and min..max over the repetitions.
+    Returns {MODE: RUN, ..., "summary": ..., "calibration": ...} (+ "repeats" when repeat > 1);
+    each RUN is the repetition with the median pgsteal_anon/s. summary[metric][MODE] has the
+    median, its 95% interval and min..max; summary[metric]["pairs"]["B/A"] has B against A
+    (median, ci95, significant: see ucompressd.stats) for every mode against the first, and
+    each later mode against the second too.
     """
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in cfgs}
+    cal: dict[str, Any] | None = {"before": _calibration(board, timeout)} if calibrate else None
     for r in range(repeat):
         for mode, cfg in cfgs.items():
             label = f"{mode} {r + 1}/{repeat}" if repeat > 1 else mode
@@ -408,28 +469,39 @@ def compare(
             except RunFailed as e:
                 # Everything so far, the failed run's samples included, goes to the files.
                 runs[mode].append(e.partial)
-                doc = _compare_doc({m: rs for m, rs in runs.items() if rs})
+                doc = _compare_doc({m: rs for m, rs in runs.items() if rs}, cal)
                 doc[mode] = e.partial
                 raise RunFailed(str(e), doc, e.interrupted) from None
-    return _compare_doc(runs)
+    if cal is not None:
+        cal["after"] = _calibration(board, timeout)
+    return _compare_doc(runs, cal)
 
 
-def _compare_doc(runs: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+def _calibration(board: Board, timeout: float) -> dict[str, Any] | None:
+    try:
+        return calibrate(board, timeout)
+    except CommandError:  # firmware from before the calibrate command: compare without it
+        return None
+
+
+def _compare_doc(runs: dict[str, list[dict[str, Any]]],
+                 cal: dict[str, Any] | None = None) -> dict[str, Any]:
     doc: dict[str, Any] = {}
     summary: dict[str, dict[str, Any]] = {}
+    modes = list(runs)
+    pairs = [(a, b) for i, a in enumerate(modes[:2]) for b in modes[i + 1:]]
     for mode, rs in runs.items():
         key = [metrics(r)["pgsteal_anon_per_s"] or 0 for r in rs]
         doc[mode] = rs[key.index(statistics.median_low(key))]
-        for name in metrics(rs[0]):
-            vals = [metrics(r)[name] for r in rs]
-            nums = [v for v in vals if v is not None]
-            summary.setdefault(name, {})[mode] = {
-                "median": statistics.median(nums) if nums else None,
-                "min": min(nums) if nums else None,
-                "max": max(nums) if nums else None,
-                "values": vals,
-            }
+    for name in metrics(runs[modes[0]][0]):
+        vals = {m: [metrics(r)[name] for r in rs] for m, rs in runs.items()}
+        row: dict[str, Any] = summary.setdefault(name, {})
+        for mode in modes:
+            row[mode] = {**stats.median_ci(vals[mode]), "values": vals[mode]}
+        row["pairs"] = {f"{b}/{a}": stats.compare(vals[a], vals[b]) for a, b in pairs}
     doc["summary"] = summary
+    if cal is not None:
+        doc["calibration"] = {**cal, **noise(cal.get("before"), cal.get("after"))}
     if any(len(rs) > 1 for rs in runs.values()):
         doc["repeats"] = runs
     return doc

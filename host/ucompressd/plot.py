@@ -3,7 +3,8 @@
 Reads a `run --json` or `compare --json` file, or the reclaim benchmark's JSON
 (benchmarks/bench_reclaim.py: a compare, a finely sampled trace pair, and sweeps). Panels:
 free frames, ring depth and reclaim rate over time for each mode, the allocation-stall
-histogram, and one line panel per sweep. Every axes has a title; plot() returns them and the
+histogram, when auto handed off and when it compressed inline (with its switches counted), and
+one line panel per sweep (kcompressd and auto against kswapd). Every axes has a title; plot() returns them and the
 PNG carries them in its Description text chunk, with the number of data series each panel shows
 in its Series chunk (JSON), so a reader (or a test) can tell which panels were drawn, and filled.
 matplotlib is an optional extra: pip install 'ucompressd[plot]'.
@@ -22,12 +23,15 @@ from typing import Any, Callable
 from ucompressd.errors import InputError
 
 # Runs in the order they are drawn; other keys of a compare document with runs come after.
-MODE_ORDER = ("kswapd", "kcompressd", "kcompressd_task")
-SWEEP_LINES: tuple[tuple[str, str], ...] = (
-    ("steal_ratio", "pgsteal_anon/s ratio"),
-    ("ideal", "ideal ratio"),
-    ("ops_ratio", "app ops/s ratio"),
+MODE_ORDER = ("kswapd", "kcompressd", "kcompressd_task", "auto")
+# Lines of a sweep panel: (key of the point, key in it, label).
+SWEEP_LINES: tuple[tuple[str, str, str], ...] = (
+    ("versus", "steal_ratio", "kcompressd pgsteal_anon/s ratio"),
+    ("versus_auto", "steal_ratio", "auto pgsteal_anon/s ratio"),
+    ("versus", "ideal", "ideal ratio"),
+    ("versus", "ops_ratio", "kcompressd app ops/s ratio"),
 )
+QUEUEING = ("kcompressd", "auto")  # modes with a ring to draw
 
 
 class NotResults(InputError):
@@ -56,8 +60,8 @@ def time_runs(doc: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 def _label(key: str, run: dict[str, Any]) -> str:
     cfg = run.get("config", {})
-    if cfg.get("mode") == "kcompressd":
-        return f"kcompressd/{cfg.get('compressor')}"
+    if cfg.get("mode") in QUEUEING:
+        return f"{cfg.get('mode')}/{cfg.get('compressor')}"
     return key
 
 
@@ -112,7 +116,7 @@ def panel_ring(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
     drawn = False
     for label, r in runs.items():
         s = r.get("samples") or []
-        if r.get("config", {}).get("mode") == "kcompressd" and s:
+        if r.get("config", {}).get("mode") in QUEUEING and s:
             ax.plot(_t_ms(s), [x["ring"] for x in s], label=f"{label} ring",
                     drawstyle="steps-post")
             ax.plot(_t_ms(s), [x["queued"] for x in s], label=f"{label} queued + writeback",
@@ -141,6 +145,24 @@ def panel_rate(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
     _finish_time_axes(ax, "pages / s", drawn, "no samples")
 
 
+def panel_auto(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
+    """auto's design over time (1: handing off, 0: inline), its switches and trials."""
+    ax.set_title("Auto: handing off (1) or inline (0)")
+    drawn = False
+    for label, r in runs.items():
+        s = [x for x in r.get("samples") or [] if "kcompressd_offloading" in x]
+        if r.get("config", {}).get("mode") != "auto" or not s:
+            continue
+        c = r.get("counters", {})
+        ax.plot(_t_ms(s), [x["kcompressd_offloading"] for x in s], drawstyle="steps-post",
+                label=f"{label}: {c.get('kcompressd_auto_inline', 0)} to inline, "
+                      f"{c.get('kcompressd_auto_offload', 0)} to offload, "
+                      f"{c.get('kcompressd_auto_probe', 0)} trials")
+        drawn = True
+    ax.set_ylim(-0.1, 1.1)
+    _finish_time_axes(ax, "design", drawn, "no auto samples")
+
+
 def panel_stalls(ax: Any, runs: dict[str, dict[str, Any]]) -> None:
     ax.set_title("Allocation stall time histogram")
     hists = {label: list((r.get("stall_us") or {}).get("hist") or r.get("stall_hist") or [])
@@ -167,13 +189,18 @@ def panel_sweep(ax: Any, sweep: dict[str, Any]) -> None:
     ax.set_title(f"Sweep: {sweep.get('label') or sweep.get('param')}")
     points = sweep.get("points") or []
     xs = list(range(len(points)))
-    for key, name in SWEEP_LINES:
-        ys = [_median((p.get("versus") or {}).get(key)) for p in points]
+    for part, key, name in SWEEP_LINES:
+        if not any(part in p for p in points):
+            continue  # a sweep from before auto
+        ys = [_median((p.get(part) or {}).get(key)) for p in points]
         ax.plot(xs, [math.nan if y is None else y for y in ys], marker="o", label=name)
-    stalls = [_median(((p.get("versus") or {}).get("allocstall") or {}).get("reduction"))
-              for p in points]
-    ax.plot(xs, [math.nan if y is None else 1 - y for y in stalls], marker="s", linestyle="--",
-            label="allocation stalls ratio")
+    for part, name in (("versus", "kcompressd"), ("versus_auto", "auto")):
+        if not any(part in p for p in points):
+            continue
+        stalls = [_median(((p.get(part) or {}).get("allocstall") or {}).get("reduction"))
+                  for p in points]
+        ax.plot(xs, [math.nan if y is None else 1 - y for y in stalls], marker="s",
+                linestyle="--", label=f"{name} allocation stalls ratio")
     for x, p in zip(xs, points):
         if "error" in p:
             ax.axvline(x, color="red", alpha=0.3)
@@ -181,7 +208,7 @@ def panel_sweep(ax: Any, sweep: dict[str, Any]) -> None:
     ax.set_xticks(xs)
     ax.set_xticklabels([str(p.get("value")) for p in points])
     ax.set_xlabel(str(sweep.get("param")))
-    ax.set_ylabel("kcompressd / kswapd")
+    ax.set_ylabel("design / kswapd")
     ax.legend(fontsize=7)
 
 
@@ -205,6 +232,8 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
     drawers: list[Callable[[Any], None]] = [
         lambda ax: panel_free(ax, runs), lambda ax: panel_ring(ax, runs),
         lambda ax: panel_rate(ax, runs), lambda ax: panel_stalls(ax, runs)]
+    if any(r.get("config", {}).get("mode") == "auto" for r in runs.values()):
+        drawers.append(lambda ax: panel_auto(ax, runs))
     drawers += [functools.partial(panel_sweep, sweep=s) for s in sweeps]
     ncols = 2
     nrows = math.ceil(len(drawers) / ncols)

@@ -22,8 +22,10 @@ except ImportError:  # MicroPython: tests/mprun.py reports it by name
 
 SCALE = globals().get("SCALE") or (10 if MICROPYTHON else 1)
 # A port without _thread (the QEMU boards) has one placement; the thread is refused there.
-MODES = (("kswapd", "task"), ("kcompressd", "task")) + ((("kcompressd", "thread"),) if THREADS else ())
 PLACEMENT = "thread" if THREADS else "task"
+MODES = (("kswapd", "task"), ("kcompressd", "task")) + (
+    (("kcompressd", "thread"),) if THREADS else ()) + (("auto", "task"),) + (
+    (("auto", "thread"),) if THREADS else ())
 
 
 def _run(**kw):
@@ -50,8 +52,10 @@ def test_every_workload_mode_and_placement_keeps_invariants():
             assert c["oom"] == 0
             # Each page in exactly one state.
             assert sum(r["states"].values()) == 96
-            if mode == "kswapd":
+            if mode == "kswapd" or (mode, comp) == ("auto", "task"):
+                # auto on one core never hands off: the ring round trip adds to the same work
                 assert c["kcompressd_fallback"] == 0 and c["kcompressd_queue_max"] == 0
+                assert c["kcompressd_enqueue"] == 0 and c["kcompressd_auto_probe"] == 0
 
 
 def test_every_data_kind_round_trips():
@@ -153,6 +157,35 @@ def test_rescue_during_writeback_discards_the_compressed_copy():
     assert pool.c[C.CORRUPT] == 0 and pool.check() == []
 
 
+def test_a_stale_claim_never_publishes():
+    # The compressor holds page 4 in its batch; before it stores it, the app rescues and
+    # rewrites the page, the scanner queues it again and the main thread claims it (a stall
+    # or a full ring). The compressor's copy is of the old contents: it must be dropped, and
+    # only the main thread's store counts.
+    pool, sc, comp = _pool()
+    for p in range(10):
+        pool.touch(p, True)
+    pool.enqueue(4)
+    assert pool.dequeue_batch(comp.sc, 4) == 1 and comp.sc.pages[0] == 4
+    real = pool.place
+
+    def meanwhile(f, n, s):
+        if s is comp.sc:  # after the compressor encoded the old contents
+            pool.touch(4, True)
+            assert pool.enqueue(4)
+            assert pool.dequeue(pool.scratch) == 4  # claimed again, by the main thread
+        return real(f, n, s)
+
+    pool.place = meanwhile
+    comp.sc.frame, comp.sc.gen = comp.sc.frames[0], comp.sc.gens[0]
+    assert not pool.writeback(4, comp.sc, C.PGSTEAL_KSWAPD)  # the stale claim: dropped
+    pool.place = real
+    assert pool.state[4] & STATE == 3 and pool.c[C.PSWPOUT] == 0  # still the main's WRITEBACK
+    assert pool.writeback(4, pool.scratch, C.PGSTEAL_KSWAPD)
+    pool.touch(4, False)  # back from the store: the new contents
+    assert pool.c[C.CORRUPT] == 0 and pool.check() == []
+
+
 def test_direct_reclaim_is_a_counted_stall():
     pool, sc, comp = _pool()
     for p in range(64):  # no scanner running: every fault past min reclaims directly
@@ -164,6 +197,133 @@ def test_direct_reclaim_is_a_counted_stall():
     for p in range(64):
         pool.touch(p, False)
     assert c[C.CORRUPT] == 0 and pool.check() == []
+
+
+def test_batches_hand_off_in_one_lock_round_each():
+    for batch in (1, 4, 16):
+        r, c = _run(mode="kcompressd", compressor=PLACEMENT, batch=batch, ring=16, data="text")
+        assert c["kcompressd_enqueue"] > 0
+        # Every page handed off went through a batch; a batch holds at most `batch` pages.
+        assert c["kcompressd_batch"] * batch >= c["kcompressd_enqueue"] >= c["kcompressd_batch"]
+    try:
+        runner.config({"batch": 65, "ring": 64})
+        raise AssertionError("batch > ring accepted")
+    except ValueError as e:
+        assert str(e).startswith("batch:")
+
+
+def test_assist_is_a_knob():
+    # With the assist off the scanner never stores queued pages itself (the trade it makes,
+    # scanner time for stalls, can then be measured either way).
+    for comp in sorted({"task", PLACEMENT}):
+        r, c = _run(mode="kcompressd", compressor=comp, assist=0, data="text")
+        assert c["kcompressd_assist"] == 0 and c["pgsteal_anon"] > 0
+
+
+def test_full_ring_compresses_the_oldest_page_inline():
+    # No compressor draining: the scanner fills the ring, then each new victim first stores
+    # the ring's oldest page inline (kcompressd_fallback) and is queued behind the rest.
+    pool = Pool(64, 32, 256, 64 * 256, data=2, seed=9, ring=4, batch=4)  # text: not cheap
+    sc = Scanner(pool, Compressor(pool, "task"))
+    for p in range(20):
+        pool.touch(p, True)
+    for p in range(20):
+        pool.state[p] &= ~0x80  # clear REF: the hand takes them in frame order
+    sc.hand = 0
+    offload = True
+    assert sc._batch(4, offload, 0) == 4  # the ring is now full: pages 0..3
+    assert [pool.ring[(pool.rhead + i) % 4] for i in range(4)] == [0, 1, 2, 3]
+    assert sc._batch(2, offload, 0) == 2
+    c = pool.c
+    assert c[C.KCOMPRESSD_FALLBACK] == 2
+    # The two oldest (0 and 1) were stored; 4 and 5 queued behind 2 and 3: LRU order kept.
+    assert pool.state[0] & STATE in (ZSTORED, 5) and pool.state[1] & STATE in (ZSTORED, 5)
+    assert [pool.ring[(pool.rhead + i) % 4] for i in range(4)] == [2, 3, 4, 5]
+    assert pool.check() == []
+
+
+def test_cheap_pages_never_cross_cores():
+    # Same-filled pages (zero data) and pages known incompressible (random, once stored raw)
+    # are stored by the scanner itself, never queued.
+    r, c = _run(mode="kcompressd", compressor=PLACEMENT, data="zero", write_pct=0)
+    assert c["kcompressd_cheap"] > 0 and c["kcompressd_enqueue"] == 0
+    assert c["same_pages"] > 0
+    r, c = _run(mode="kcompressd", compressor=PLACEMENT, data="random", write_pct=0,
+                workload="seq")
+    assert c["kcompressd_cheap"] > 0  # second time round, every page is HUGE
+    assert c["incompressible"] > 0
+
+
+class _Clock:
+    """Auto's clock, advanced by the test (its decisions rest on time per reclaimed page)."""
+
+    def __init__(self):
+        self.t = 0
+
+
+def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
+    from ucz import auto as S
+
+    pool, sc, comp = _pool()
+    clock = _Clock()
+    real = S.ticks_us
+    S.ticks_us = lambda: clock.t
+    try:
+        auto = S.Auto(pool, True, False)  # starts handing off (a thread on a second core)
+        c = pool.c
+
+        def window(us_per_page):
+            # one window of reclaim at this cost; returns the design chosen for what follows
+            clock.t += us_per_page * 256
+            c[C.PGSTEAL_KSWAPD] += 256
+            return auto.step(comp)
+
+        # Hand-off costs 100 us a page, inline 40: the first trial of inline wins.
+        assert window(100) is False and c[C.KCOMPRESSD_AUTO_PROBE] == 1  # trial: inline
+        assert window(40) is False  # the trial won: inline for good, counted
+        assert c[C.KCOMPRESSD_AUTO_INLINE] == 1 and c[C.KCOMPRESSD_OFFLOADING] == 0
+        assert comp.doze  # the thread stops polling the ring hard while nothing comes
+        # Now hand-off would be slightly cheaper, but within the margin: no flapping.
+        switches = c[C.KCOMPRESSD_AUTO_INLINE] + c[C.KCOMPRESSD_AUTO_OFFLOAD]
+        offload = False
+        for _ in range(40):
+            offload = window(37 if offload else 40)
+        assert c[C.KCOMPRESSD_AUTO_INLINE] + c[C.KCOMPRESSD_AUTO_OFFLOAD] == switches
+        assert c[C.KCOMPRESSD_AUTO_PROBE] > 1  # it kept trying, less and less often
+        # Trials back off: at most one per PROBE_MAX windows once they keep losing.
+        p0 = c[C.KCOMPRESSD_AUTO_PROBE]
+        for _ in range(64):
+            offload = window(37 if offload else 40)
+        assert c[C.KCOMPRESSD_AUTO_PROBE] - p0 <= 64 // S.PROBE_MAX + 1
+        # Hand-off becomes far cheaper: the next trial wins and is counted; from then on it
+        # hands off but for its own (losing) trials of inline.
+        for _ in range(S.PROBE_MAX + 2):
+            offload = window(10 if offload else 40)
+        assert c[C.KCOMPRESSD_AUTO_OFFLOAD] == 1
+        designs = []
+        for _ in range(4 * S.PROBE_MAX):
+            offload = window(10 if offload else 40)
+            designs.append(offload)
+        assert c[C.KCOMPRESSD_AUTO_OFFLOAD] == 1 and c[C.KCOMPRESSD_AUTO_INLINE] == 1
+        assert designs.count(True) > 3 * len(designs) // 4
+        if offload:
+            assert not comp.doze
+    finally:
+        S.ticks_us = real
+
+
+def test_auto_on_one_core_stays_inline():
+    from ucz import auto as S
+
+    pool = Pool(64, 16, 256, 64 * 256, data=5, seed=9)
+    comp = Compressor(pool, "task")
+    sc = Scanner(pool, comp, auto=True)
+    assert sc.auto.offload is False and comp.doze
+    c = pool.c
+    for _ in range(3 * S.PROBE_MAX):
+        c[C.PGSTEAL_KSWAPD] += 256
+        assert sc.auto.step(comp) is False
+    assert c[C.KCOMPRESSD_AUTO_PROBE] == 0
 
 
 def test_mp_hot_paths_do_not_allocate():
@@ -196,6 +356,44 @@ def test_mp_hot_paths_do_not_allocate():
     assert pool.c[C.ALLOCSTALL] > 0 and pool.c[C.PSWPIN] > 0 and pool.c[C.PSWPOUT] > 0
     assert a1 - a0 == 0, "hot paths allocated %d bytes" % (a1 - a0)
     assert pool.c[C.CORRUPT] == 0
+
+
+def test_mp_batched_and_auto_paths_do_not_allocate():
+    # The batched hand-off (scanner batch, ring-full fallback, cheap pages inline, the
+    # compressor's batch drain, the assist) and auto's per-batch decision allocate nothing.
+    pool = Pool(128, 32, 1024, 128 * 1024, data=5, seed=9, ring=8, batch=4)
+    comp = Compressor(pool, "task")
+    sc = Scanner(pool, comp, auto=True)
+    sc.auto.same_core = False  # let it try both designs
+    sc.auto.offload = True
+    wl = Workload(UNIFORM, 128, 5, 30)
+
+    def turn(i):
+        pool.touch(wl.next_page(), wl.is_write())
+        if i & 7 == 0:
+            n = sc._batch(4, sc.auto.offload, 0)
+            sc.auto.step(comp)
+            if i & 15 == 0:
+                comp._drain()
+            if n == 0:
+                pool.writeback_oldest(C.PGSTEAL_KSWAPD)
+
+    for i in range(1500):  # warm up: every path once
+        turn(i)
+    gc.collect()
+    gc.disable()
+    try:
+        a0 = gc.mem_alloc()
+        for i in range(3000):
+            turn(i)
+        a1 = gc.mem_alloc()
+    finally:
+        gc.enable()
+    c = pool.c
+    assert c[C.KCOMPRESSD_BATCH] > 0 and c[C.KCOMPRESSD_FALLBACK] > 0 and c[C.KCOMPRESSD_CHEAP] > 0
+    assert c[C.KCOMPRESSD_AUTO_PROBE] > 0
+    assert a1 - a0 == 0, "batched/auto paths allocated %d bytes" % (a1 - a0)
+    assert c[C.CORRUPT] == 0 and pool.check() == []
 
 
 def test_mp_runs_give_their_memory_back():

@@ -86,9 +86,10 @@ def test_append_iterate_drop_against_a_model_in_every_mode():
             assert list(log) == model
             _drained(log)
             s = _sound(log)
-            # Pages were sealed and handed over (a queued one may be dropped before core 1
-            # stores it: pgrescued).
-            assert s["pgalloc"] > 0 and s["pswpout"] + s["pgrescued"] > 0, (mode, comp)
+            # Pages were sealed and stored or handed over. Whether the thread stored any before
+            # drop() discarded them is its own timing (under CPython's GIL it may never run in
+            # time), so a hand-off is counted where it happens: kcompressd_enqueue.
+            assert s["pgalloc"] > 0 and s["pswpout"] + s["kcompressd_enqueue"] > 0, (mode, comp)
         finally:
             log.close()
 

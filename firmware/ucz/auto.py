@@ -1,0 +1,92 @@
+# auto: per batch, hand victims off to the compressor (kcompressd) or compress them inline
+# (kswapd), whichever costs the app's core less, measured as the run goes. Scanner imports it
+# only in auto mode.
+from .compat import const, ticks_us, ticks_diff
+from . import counters as C
+
+# Auto's measurement: a window is this many reclaimed pages (about 25 ms of a busy default
+# run: long enough that one host preemption of a few ms does not decide it).
+WINDOW_PAGES = const(256)
+# A trial of the other design must beat the current one's recent cost by 1/8 (12.5%) to win:
+# the hysteresis that keeps two near-equal designs from flapping.
+MARGIN_8THS = const(7)
+# Windows between trials: starts short (both designs measured early), doubles after every
+# trial lost (a trial of the worse design costs up to one window), resets after a switch.
+PROBE_MIN = const(1)
+PROBE_MAX = const(32)
+
+
+class Auto:
+    """Chooses, per batch, between handing victims off (kcompressd) and compressing them
+    inline (kswapd), by what a reclaimed page costs the app's core: the wall time of a window
+    of WINDOW_PAGES reclaimed pages, which holds every cost the split adds or saves there
+    (lock rounds, ring backlog, fallbacks, stalls while pages sit queued, inline compression,
+    and a compressor thread that turns out to share the app's core).
+
+    It runs the current design and, every `probe` windows, one window of the other (a trial,
+    kcompressd_auto_probe); the trial wins when it beats the current design's running cost
+    (mean of its recent windows) by the margin, and that switch is counted
+    (kcompressd_auto_inline / kcompressd_auto_offload). Main thread only; allocates nothing.
+    """
+
+    def __init__(self, pool, offload, same_core):
+        self.pool = pool
+        self.offload = offload
+        # A task compressor runs on this core: the hand-off adds the ring round trip to the
+        # same compression, so it can never pay; no trials.
+        self.same_core = same_core
+        self.cost = 0    # running cost of the current design, us per page x 16 (0: none yet)
+        self.trial = False
+        self.probe = PROBE_MIN
+        self.windows = 0  # windows of the current design since the last trial or switch
+        self.t0 = ticks_us()
+        self.s0 = 0
+        pool.c[C.KCOMPRESSD_OFFLOADING] = 1 if offload else 0
+
+    def _steal(self):
+        c = self.pool.c
+        return c[C.PGSTEAL_KSWAPD] + c[C.PGSTEAL_DIRECT]
+
+    def _set(self, offload):
+        self.offload = offload
+        self.pool.c[C.KCOMPRESSD_OFFLOADING] = 1 if offload else 0
+        self.t0 = ticks_us()
+        self.s0 = self._steal()
+
+    def step(self, comp):
+        """After a batch: close the window if it is full and decide; True to hand off next."""
+        if not self.offload and self.pool.nqueued:
+            # Inline, while the compressor still drains what was handed off before: those
+            # pages are not inline's doing. Its window starts when they are gone.
+            self.t0 = ticks_us()
+            self.s0 = self._steal()
+            return False
+        pages = self._steal() - self.s0
+        if pages < WINDOW_PAGES:
+            return self.offload
+        cost = (ticks_diff(ticks_us(), self.t0) << 4) // pages
+        c = self.pool.c
+        if self.trial:
+            self.trial = False
+            if cost * 8 < self.cost * MARGIN_8THS:
+                # The other design won: it is now the current one, counted as a switch.
+                c[C.KCOMPRESSD_AUTO_OFFLOAD if self.offload else C.KCOMPRESSD_AUTO_INLINE] += 1
+                self.cost = cost
+                self.probe = PROBE_MIN
+                self._set(self.offload)
+            else:
+                self.probe = min(self.probe * 2, PROBE_MAX)
+                self._set(not self.offload)  # back to the current design
+        else:
+            self.cost = cost if self.cost == 0 else (3 * self.cost + cost) >> 2
+            self.windows += 1
+            if self.windows >= self.probe and not self.same_core:
+                self.windows = 0
+                self.trial = True
+                c[C.KCOMPRESSD_AUTO_PROBE] += 1
+                self._set(not self.offload)
+            else:
+                self._set(self.offload)
+        if comp is not None:
+            comp.doze = not self.offload
+        return self.offload
