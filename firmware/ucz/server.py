@@ -59,6 +59,8 @@ def _cores():
     """CPUs this board may run the compressor on: 2 on rp2 (core 1); on the unix port the CPUs
     its affinity allows, where it sees the host's /proc (not as the simulated board, whose / is
     its flash folder); None where unknown."""
+    if not THREADS:  # no _thread (the QEMU boards): Python runs on one core only
+        return 1
     if sys.platform == "rp2":
         return 2
     try:
@@ -89,9 +91,6 @@ def _hello():
         "machine": getattr(impl, "_machine", sys.platform),
         "platform": sys.platform,
         "threads": threads,
-        # Without _thread only one core runs Python (the QEMU boards); otherwise the firmware
-        # cannot tell (rp2 has 2, an ESP32 1 or 2): the board profile says.
-        "cores": None if threads else 1,
         "gil": gil,
         "cores": _cores(),
         "mem_free": free,
