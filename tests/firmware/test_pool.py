@@ -20,6 +20,15 @@ except ImportError:  # MicroPython: tests/mprun.py reports it by name
         pass
 
 
+def _needs_viper_codec():
+    # "Allocates nothing" is the viper codec's promise: the plain core allocates (where viper
+    # cannot be used: ARMv6-M, see firmware/manifest.py).
+    from ucz import lz4
+
+    if lz4.IMPL != "viper":
+        raise SkipTest("the plain LZ4 core allocates (viper: %s)" % lz4.VIPER_ERROR)
+
+
 SCALE = globals().get("SCALE") or (10 if MICROPYTHON else 1)
 # A port without _thread (the QEMU boards) has one placement; the thread is refused there.
 PLACEMENT = "thread" if THREADS else "task"
@@ -330,10 +339,7 @@ def test_mp_hot_paths_do_not_allocate():
     # The GC must not be what the counters measure: faults, direct reclaim, the ring and
     # the compressor's writeback allocate nothing once warm. That is the viper codec's promise:
     # the plain core allocates (where viper cannot be used: ARMv6-M, see firmware/manifest.py).
-    from ucz import lz4
-
-    if lz4.IMPL != "viper":
-        raise SkipTest("the plain LZ4 core allocates (viper: %s)" % lz4.VIPER_ERROR)
+    _needs_viper_codec()
     pool, sc, comp = _pool(npages=128, nframes=32, ps=1024)
     wl = Workload(UNIFORM, 128, 5, 30)
     for _ in range(600):  # warm up: every page touched, every path taken once
@@ -361,6 +367,7 @@ def test_mp_hot_paths_do_not_allocate():
 def test_mp_batched_and_auto_paths_do_not_allocate():
     # The batched hand-off (scanner batch, ring-full fallback, cheap pages inline, the
     # compressor's batch drain, the assist) and auto's per-batch decision allocate nothing.
+    _needs_viper_codec()
     pool = Pool(128, 32, 1024, 128 * 1024, data=5, seed=9, ring=8, batch=4)
     comp = Compressor(pool, "task")
     sc = Scanner(pool, comp, auto=True)
