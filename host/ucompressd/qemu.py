@@ -46,7 +46,7 @@ from typing import TextIO
 import ucz
 from ucompressd import boards
 from ucompressd.errors import Failure, InputError
-from ucompressd.sim import _read, _write  # the non-blocking pty/pipe I/O both bridges use
+from ucompressd.sim import _read, _write, stop_bridge  # what both pty bridges share
 
 SOURCE_PACKAGE = "micropython"
 # The first Debian release whose micropython source (1.25) carries ports/qemu; our machines run
@@ -508,26 +508,7 @@ class QemuBoard:
             proc = self._proc
             if proc is not None and proc.poll() is None:
                 proc.kill()
-        if "wake_w" in self._fds:
-            try:
-                os.write(self._fds["wake_w"], b"x")
-            except OSError:
-                pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
-        if proc is not None:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
-            for f in (proc.stdin, proc.stdout, proc.stderr):
-                if f is not None:
-                    f.close()
-        for fd in self._fds.values():  # closing the host master hangs up the host's port
-            try:
-                os.close(fd)
-            except OSError:
-                pass
+        stop_bridge(self._fds, self._thread, proc)
         self._fds.clear()
 
     def _launch(self) -> None:

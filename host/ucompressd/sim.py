@@ -502,27 +502,10 @@ class SimBoard:
             proc = self._proc
             if proc is not None and proc.poll() is None:
                 os.killpg(proc.pid, signal.SIGKILL)
-        if "wake_w" in self._fds:
-            try:
-                os.write(self._fds["wake_w"], b"x")
-            except OSError:
-                pass
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
-        if proc is not None:
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                pass
+        stop_bridge(self._fds, self._thread, proc)
         if self._pidfd >= 0:
             os.close(self._pidfd)
             self._pidfd = -1
-        # Closing the host master is what makes the host's port hang up.
-        for fd in self._fds.values():
-            try:
-                os.close(fd)
-            except OSError:
-                pass
         self._fds.clear()
 
     # -- the interpreter -------------------------------------------------------------------------
@@ -764,6 +747,33 @@ class _Bridge:
             b.dropped += len(self.to_host) - b.host_buffer
             del self.to_host[: len(self.to_host) - b.host_buffer]
 
+
+
+def stop_bridge(fds: dict[str, int], thread: threading.Thread | None,
+                proc: subprocess.Popen | None) -> None:
+    """The end of a board behind a pty bridge (the process already killed): wake the bridge
+    thread and wait for it and the process, then close the fds. Closing the host master is
+    what makes the host's port hang up."""
+    if "wake_w" in fds:
+        try:
+            os.write(fds["wake_w"], b"x")
+        except OSError:
+            pass
+    if thread is not None and thread is not threading.current_thread():
+        thread.join(5)
+    if proc is not None:
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+        for f in (proc.stdin, proc.stdout, proc.stderr):
+            if f is not None:
+                f.close()
+    for fd in fds.values():
+        try:
+            os.close(fd)
+        except OSError:
+            pass
 
 def _read(fd: int) -> bytes:
     try:
