@@ -2,8 +2,9 @@
 #
 # API: bound(n) -> worst-case output size; compress(src, dst, table=None) -> bytes written;
 # decompress(src, dst) -> bytes produced; new_table() -> a private compress() table;
-# IMPL is "viper" or "python", the core in use (VIPER_ERROR says why viper failed to load,
-# where it should have). Errors are ValueError("lz4: ...").
+# IMPL_COMPRESS / IMPL_DECOMPRESS are "viper" or "python", the core in use for each; IMPL is
+# "viper" when both are (VIPER_ERROR says why one failed to load, where it should have).
+# Errors are ValueError("lz4: ...").
 #
 # compress() is the C library's greedy LZ4_compress_default (acceleration 1) step for step:
 # 12-bit hash of 5 bytes (LZ4_hash5, as the 64-bit build uses), 64 KiB window, forward and
@@ -11,8 +12,9 @@
 # the C library's (64-bit build, as python-lz4 ships) for inputs up to 64 KiB; beyond that
 # the u16 table aliases far positions (still correct, slightly different matches).
 #
-# Where the native emitter exists the work is done by ucz.lz4_viper (same algorithm,
-# same output, no allocation); _compress_py/_decompress_py below are the portable path and
+# Where the native emitter takes them the work is done by ucz.lz4_viper (compress) and
+# ucz.lz4dec_viper (decompress), each loaded on its own (same algorithm, same output, no
+# allocation); _compress_py/_decompress_py below are the portable path and
 # the spec. Every core returns the bytes written (>= 0) or -((pos << 3) | code), code _E_*.
 from array import array
 
@@ -274,15 +276,28 @@ def _decompress_py(src, dst):
             op += 1
 
 
-_viper = None
-VIPER_ERROR = None  # why the viper core is not in use on a native-emitter port, if it is not
+# Each viper core loads on its own: ARMv6-M's emitter may refuse one (a jump beyond its
+# reach, "native method too big") and the other must still run natively.
+_vc = None  # the viper compressor (ucz.lz4_viper), or None
+_vd = None  # the viper decompressor (ucz.lz4dec_viper), or None
+VIPER_ERROR = None  # why a viper core is not in use on a native-emitter port, if one is not
 if has_viper():
     try:
-        from . import lz4_viper as _viper
+        from . import lz4_viper as _vc
     except Exception as e:  # e.g. a build without the native emitter: keep the portable path
-        _viper = None
-        VIPER_ERROR = repr(e)
-IMPL = "python" if _viper is None else "viper"
+        VIPER_ERROR = "compress: %r" % (e,)
+    try:
+        from . import lz4dec_viper as _vd
+    except Exception as e:
+        VIPER_ERROR = "%sdecompress: %r" % (VIPER_ERROR + "; " if VIPER_ERROR else "", e)
+IMPL_COMPRESS = "python" if _vc is None else "viper"
+IMPL_DECOMPRESS = "python" if _vd is None else "viper"
+# One word for both: "viper" only when both cores are native (what the no-allocation promise
+# of the pool needs), "python" when neither is, else which one is native.
+if IMPL_COMPRESS == IMPL_DECOMPRESS:
+    IMPL = IMPL_COMPRESS
+else:
+    IMPL = "viper-compress" if _vc is not None else "viper-decompress"
 
 
 def _error(r, src_len, dst_len):
@@ -343,12 +358,12 @@ def compress(src, dst, table=None):
         _check_table(table)
     n = len(src)
     dlen = len(dst)
-    if _viper is None:
+    if _vc is None:
         r = _compress_py(src, dst, table)
     else:
         if dlen:
             dst[0] = dst[0]  # viper writes through a raw pointer: let a read-only dst fail here
-        r = _viper.compress(src, dst, table, n, dlen, 0)
+        r = _vc.compress(src, dst, table, n, dlen, 0)
     if r < 0:
         raise _error(r, n, dlen)
     return r
@@ -364,12 +379,12 @@ def decompress(src, dst):
     """
     n = len(src)
     dlen = len(dst)
-    if _viper is None:
+    if _vd is None:
         r = _decompress_py(src, dst)
     else:
         if dlen:
             dst[0] = dst[0]  # viper writes through a raw pointer: let a read-only dst fail here
-        r = _viper.decompress(src, dst, n, dlen)
+        r = _vd.decompress(src, dst, n, dlen)
     if r < 0:
         raise _error(r, n, dlen)
     return r
@@ -379,7 +394,7 @@ def decompress(src, dst):
 # memoryview slice made per call (that would allocate on every page). The viper cores take
 # raw addresses; an address plus an offset is a small int on every port (RAM and PSRAM sit
 # below 2**30 on rp2 and esp32; ints are 62-bit on the unix port), so nothing is allocated.
-if _viper is not None:
+if _vc is not None or _vd is not None:
     from uctypes import addressof as _addr
 
 
@@ -387,12 +402,12 @@ def compress_into(src, soff, n, dst, table):
     """compress(src[soff:soff+n], dst, table) without slicing; table is required."""
     if soff < 0 or n < 0 or soff + n > len(src):
         raise ValueError("lz4: source range %d+%d outside %d bytes" % (soff, n, len(src)))
-    if _viper is None:
+    if _vc is None:
         return compress(memoryview(src)[soff:soff + n], dst, table)
     dlen = len(dst)
     if dlen:
         dst[0] = dst[0]  # viper writes through a raw pointer: let a read-only dst fail here
-    r = _viper.compress(_addr(src) + soff, dst, table, n, dlen, 0)
+    r = _vc.compress(_addr(src) + soff, dst, table, n, dlen, 0)
     if r < 0:
         raise _error(r, n, dlen)
     return r
@@ -404,11 +419,11 @@ def decompress_into(src, soff, n, dst, doff, dlen):
         raise ValueError("lz4: source range %d+%d outside %d bytes" % (soff, n, len(src)))
     if doff < 0 or dlen < 0 or doff + dlen > len(dst):
         raise ValueError("lz4: output range %d+%d outside %d bytes" % (doff, dlen, len(dst)))
-    if _viper is None:
+    if _vd is None:
         return decompress(memoryview(src)[soff:soff + n], memoryview(dst)[doff:doff + dlen])
     if dlen:
         dst[doff] = dst[doff]  # raw pointer writes: let a read-only dst fail here, as above
-    r = _viper.decompress(_addr(src) + soff, _addr(dst) + doff, n, dlen)
+    r = _vd.decompress(_addr(src) + soff, _addr(dst) + doff, n, dlen)
     if r < 0:
         raise _error(r, n, dlen)
     return r

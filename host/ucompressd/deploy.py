@@ -59,7 +59,7 @@ class DeployReport:
     arch: str | None = None
     hash_method: str = "sha256"  # "sha256" on the board, or "readback" without hashlib
     version: str = ""  # ucz.VERSION as the board reports it after the deploy
-    lz4_impl: str | None = None  # "viper" or "python"
+    lz4_impl: str | None = None  # ucz.lz4.IMPL: "viper", "python" or which core alone is viper
     viper_errors: dict[str, str] = field(default_factory=dict)  # module -> why it did not load
     machine: str = ""
     digest: str | None = None  # ucz.server.firmware_digest of the package as deployed
