@@ -404,6 +404,10 @@ class Pool:
             self.nsame += 1
             c[C.SAME_PAGES] += 1
         else:
+            # Handle and length before the state: the main thread reads a stored page's state
+            # without the lock (touch, peek) and must then find the slot that goes with it.
+            self.val[p] = h
+            self.clen[p] = n
             if n == self.P:
                 # Incompressible: stored raw, a whole page of the exact-fit class (no slot
                 # waste, a memcpy to read), and not compressed again until written (HUGE).
@@ -411,8 +415,6 @@ class Pool:
                 c[C.INCOMPRESSIBLE] += 1
             else:
                 self.state[p] = ZSTORED
-            self.val[p] = h
-            self.clen[p] = n
             self.nplaced -= 1
             self.placed_bytes -= n
         self.owner[f] = NONE
