@@ -442,7 +442,6 @@ def test_mp_fat_discard_gives_deleted_files_memory_back():
             held[fat_discard] = (full["blocks_held"], s["blocks_held"], s["fat_freed"],
                                  s["stale_share"])
             for i in range(1, 6, 2):  # the others are intact
-                with open("/z/f%d" % i, "rb") as f:
                 assert _file_is("/z/f%d" % i, _line_text(Rng(21 + i), 8000)), (fat_discard, i)
             _sound(d)
         finally:
