@@ -116,13 +116,23 @@ def fill(buf, off, n, kind, seed, page, ver):
 
 
 def csum(buf, off, n):
-    """30-bit Fletcher-style checksum of buf[off:off+n] (a small int on every port)."""
+    """30-bit Fletcher-style checksum of buf[off:off+n] (a small int on every port), over
+    little-endian 32-bit words (a short tail zero-padded): a word per step is 4x fewer
+    steps than a byte per step, and every fault verifies a whole page with it."""
     a = 0
     b = 0
-    for i in range(off, off + n):
-        a = (a + buf[i]) & _M32
+    end = off + (n & ~3)
+    for i in range(off, end, 4):
+        a = (a + (buf[i] | buf[i + 1] << 8 | buf[i + 2] << 16 | buf[i + 3] << 24)) & _M32
         b = (b + a) & _M32
-    return ((b << 13) ^ (b >> 17) ^ a) & 0x3FFFFFFF
+    if n & 3:
+        w = 0
+        for j in range(n & 3):
+            w |= buf[end + j] << (j << 3)
+        a = (a + w) & _M32
+        b = (b + a) & _M32
+    # a's top two bits folded in too: a word sum can change only there.
+    return ((b << 13) ^ (b >> 17) ^ a ^ (a >> 30)) & 0x3FFFFFFF
 
 
 def same_word(buf, off, n, out, oi):
@@ -145,7 +155,8 @@ def memset32(buf, off, n, src, si):
 
 
 def copy(dst, doff, src, soff, n):
-    """dst[doff:doff+n] = src[soff:soff+n] for byte buffers (callers check the bounds)."""
+    """dst[doff:doff+n] = src[soff:soff+n] for byte buffers that do not overlap (callers
+    check the bounds)."""
     dst[doff:doff + n] = src[soff:soff + n]
 
 

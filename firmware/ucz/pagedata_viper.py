@@ -91,13 +91,36 @@ def csum(buf: ptr8, off: int, n: int) -> int:
     m = uint(0xFFFF) << 16 | uint(0xFFFF)
     a = uint(0)
     b = uint(0)
-    i = off
-    end = off + n
-    while i < end:
-        a = (a + uint(buf[i])) & m
+    nw = n >> 2
+    addr = uint(buf) + uint(off)
+    if addr & uint(3) == uint(0):  # a frame, a slot or an aligned buffer: word loads
+        w = ptr32(addr)
+        i = 0
+        while i < nw:
+            a = (a + uint(w[i])) & m
+            b = (b + a) & m
+            i += 1
+    else:  # an odd offset (the zram devices' callers' buffers): words from bytes
+        i = off
+        end = off + (nw << 2)
+        while i < end:
+            x = uint(buf[i]) | uint(buf[i + 1]) << 8 | uint(buf[i + 2]) << 16 | uint(buf[i + 3]) << 24
+            a = (a + x) & m
+            b = (b + a) & m
+            i += 4
+    r = n & 3
+    if r:
+        i = off + (nw << 2)
+        x = uint(0)
+        s = 0
+        while r:
+            x |= uint(buf[i]) << s
+            i += 1
+            s += 8
+            r -= 1
+        a = (a + x) & m
         b = (b + a) & m
-        i += 1
-    return int(((b << 13) ^ (b >> 17) ^ a) & uint(0x3FFFFFFF))
+    return int(((b << 13) ^ (b >> 17) ^ a ^ (a >> 30)) & uint(0x3FFFFFFF))
 
 
 @micropython.viper
@@ -127,10 +150,23 @@ def memset32(buf: ptr8, off: int, n: int, src: ptr32, si: int):
 
 @micropython.viper
 def copy(dst: ptr8, doff: int, src: ptr8, soff: int, n: int):
-    # Byte copy: zpool slots and frames may sit at any alignment; n is at most a page.
+    # Zpool slots and frames may sit at any alignment: words where both ends are aligned
+    # (frames, 8-aligned slots: 4x fewer steps), bytes for the rest. No overlap (callers').
+    d = uint(dst) + uint(doff)
+    s = uint(src) + uint(soff)
     i = 0
+    if (d | s) & uint(3) == uint(0):
+        dw = ptr32(d)
+        sw = ptr32(s)
+        nw = n >> 2
+        while i < nw:
+            dw[i] = sw[i]
+            i += 1
+        i = nw << 2
+    db = ptr8(d)
+    sb = ptr8(s)
     while i < n:
-        dst[doff + i] = src[soff + i]
+        db[i] = sb[i]
         i += 1
 
 
