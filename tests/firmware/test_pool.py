@@ -321,6 +321,44 @@ def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
         S.ticks_us = real
 
 
+def test_auto_skips_trials_while_the_hand_off_plainly_pays():
+    # A trial of inline is a window of kswapd-like stalls: while the compressor is busy most
+    # of the window and the app's core spends little on reclaim, auto does not pay for one.
+    # Once the compressor is starved (the app's core stores pages and stalls), trials resume.
+    from ucz import auto as S
+
+    pool, sc, comp = _pool()
+    clock = _Clock()
+    real = S.ticks_us
+    S.ticks_us = lambda: clock.t
+    try:
+        auto = S.Auto(pool, True, False)
+        c = pool.c
+
+        def window(compressor_us, app_core_us):
+            # 256 pages reclaimed in 60 us each; every store took 50 us, whoever did it
+            clock.t += 60 * 256
+            c[C.PGSTEAL_KSWAPD] += 256
+            c[C.PSWPOUT] += 256
+            c[C.COMPRESS_US] += 50 * 256
+            c[C.COMPRESSOR_US] += compressor_us
+            c[C.SCAN_US] += app_core_us
+            return auto.step(comp)
+
+        for _ in range(3 * S.PROBE_MAX):
+            assert window(48 * 256, 8 * 256) is True  # busy thread, cheap hand-off
+        assert c[C.KCOMPRESSD_AUTO_PROBE] == 0
+        for _ in range(4):
+            window(48 * 256, 40 * 256)  # the app's core does the thread's work meanwhile
+        assert c[C.KCOMPRESSD_AUTO_PROBE] >= 1
+        p0 = c[C.KCOMPRESSD_AUTO_PROBE]
+        for _ in range(3 * S.PROBE_MAX):
+            window(10 * 256, 8 * 256)  # an idle compressor: inline may cost the app nothing
+        assert c[C.KCOMPRESSD_AUTO_PROBE] > p0
+    finally:
+        S.ticks_us = real
+
+
 def test_auto_on_one_core_stays_inline():
     from ucz import auto as S
 
