@@ -15,7 +15,7 @@ MARGIN_8THS = const(7)
 PROBE_MIN = const(1)
 PROBE_MAX = const(32)
 # A trial of inline is skipped while the hand-off plainly pays: the compressor was busy for
-# more than 1/2 of the window (inline, the app's core would have to do that work besides
+# more than 1/2 of the recent windows (inline, the app's core would have to do that work besides
 # its own) and the app's core spent under 1/2 of a store's time per page on reclaim (scan,
 # stores it did itself, stalls). A trial is one window of inline compression, and under that
 # pressure it stalls the app as kswapd does: trials cost auto more stall time than
@@ -54,6 +54,8 @@ class Auto:
         self.k0 = 0  # compressor time at the window's start
         self.c0 = 0  # store time (anyone's) and stores at the window's start
         self.o0 = 0
+        self.busy = -1  # running averages of _pays (x 256; -1: none yet)
+        self.main = -1
         pool.c[C.KCOMPRESSD_OFFLOADING] = 1 if offload else 0
 
     def _steal(self):
@@ -76,16 +78,24 @@ class Auto:
         self.o0 = c[C.PSWPOUT]
 
     def _pays(self, wall, pages):
-        """True when the window just handed off plainly beat what inline could do (see
-        BUSY_HALVES): no trial needed."""
+        """True when the hand-off plainly beats what inline could do (see BUSY_HALVES), by
+        running averages over the windows handed off: one odd window does not call a trial."""
         c = self.pool.c
         stores = c[C.PSWPOUT] - self.o0
-        if not stores:
+        store = (c[C.COMPRESS_US] - self.c0) // stores if stores else 0  # us per store, anyone's
+        if not store or not wall:
             return False
-        busy = c[C.COMPRESSOR_US] - self.k0
-        main = self._main_us() - self.m0
-        store = (c[C.COMPRESS_US] - self.c0) // stores  # us per store, whoever stored it
-        return busy > wall >> BUSY_HALVES and main < (store * pages) >> BUSY_HALVES
+        # Both as fractions x 256: the compressor's busy time of the window, and the app
+        # core's reclaim time against what storing every page inline would take.
+        busy = ((c[C.COMPRESSOR_US] - self.k0) << 8) // wall
+        main = ((self._main_us() - self.m0) << 8) // (store * pages)
+        if self.busy < 0:
+            self.busy = busy
+            self.main = main
+        else:
+            self.busy = (3 * self.busy + busy) >> 2
+            self.main = (3 * self.main + main) >> 2
+        return self.busy > 256 >> BUSY_HALVES and self.main < 256 >> BUSY_HALVES
 
     def step(self, comp):
         """After a batch: close the window if it is full and decide; True to hand off next."""
