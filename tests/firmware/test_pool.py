@@ -270,15 +270,26 @@ class _Clock:
         self.t = 0
 
 
-def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
-    from ucz import auto as S
+class _AutoOnClock:
+    """`with _AutoOnClock() as (S, auto, pool, comp, clock):` an Auto that starts handing off
+    (a thread on a second core), on a clock the test advances (no contextlib on every port)."""
 
-    pool, sc, comp = _pool()
-    clock = _Clock()
-    real = S.ticks_us
-    S.ticks_us = lambda: clock.t
-    try:
-        auto = S.Auto(pool, True, False)  # starts handing off (a thread on a second core)
+    def __enter__(self):
+        from ucz import auto as S
+
+        self.S = S
+        self.real = S.ticks_us
+        pool, sc, comp = _pool()
+        clock = _Clock()
+        S.ticks_us = lambda: clock.t
+        return S, S.Auto(pool, True, False), pool, comp, clock
+
+    def __exit__(self, *exc):
+        self.S.ticks_us = self.real
+
+
+def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
+    with _AutoOnClock() as (S, auto, pool, comp, clock):
         c = pool.c
 
         def window(us_per_page):
@@ -317,22 +328,13 @@ def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
         assert designs.count(True) > 3 * len(designs) // 4
         if offload:
             assert not comp.doze
-    finally:
-        S.ticks_us = real
 
 
 def test_auto_skips_trials_while_the_hand_off_plainly_pays():
     # A trial of inline is a window of kswapd-like stalls: while the compressor is busy most
     # of the window and the app's core spends little on reclaim, auto does not pay for one.
     # Once the compressor is starved (the app's core stores pages and stalls), trials resume.
-    from ucz import auto as S
-
-    pool, sc, comp = _pool()
-    clock = _Clock()
-    real = S.ticks_us
-    S.ticks_us = lambda: clock.t
-    try:
-        auto = S.Auto(pool, True, False)
+    with _AutoOnClock() as (S, auto, pool, comp, clock):
         c = pool.c
 
         def window(compressor_us, app_core_us):
@@ -355,8 +357,6 @@ def test_auto_skips_trials_while_the_hand_off_plainly_pays():
         for _ in range(3 * S.PROBE_MAX):
             window(10 * 256, 8 * 256)  # an idle compressor: inline may cost the app nothing
         assert c[C.KCOMPRESSD_AUTO_PROBE] > p0
-    finally:
-        S.ticks_us = real
 
 
 def test_auto_on_one_core_stays_inline():
