@@ -507,8 +507,8 @@ def main(argv: list[str] | None = None) -> int:
             one = stack.enter_context(one_core_board(args.micropython)) if not args.port else None
             cores: list[Any] = [2] + ([1] if one is not None else [])
             boards = [None, one][: len(cores)]
-            # The pinned board's hello cannot tell (its files are its flash folder, not the
-            # host's /proc): we pinned it, so auto gets what a one-core hello would give it.
+            # The pinned board's hello says cores 1 (its boot reads its affinity), which gives
+            # auto a task compressor; named here so the cell does not hang on that detection.
             comps = [auto_comp, "task"][: len(cores)]
             sweeps["cores"] = sweep(bench, "cores", "cores for the board (1: pinned to one CPU)",
                                     cores, [dict(base) for _ in cores], srepeat, boards, comps)

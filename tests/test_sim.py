@@ -285,3 +285,23 @@ def test_serve_forever_cli(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="needs CPU affinity (Linux)")
+def test_hello_counts_the_cpus_the_board_may_use() -> None:
+    # The board's / is its flash folder, so its hello learns its CPUs from what the boot read
+    # (ucz_board): a board pinned to one CPU says so, and auto's compressor becomes a task.
+    from ucompressd import experiment
+
+    mine = os.sched_getaffinity(0)
+    with experiment.open_board(None, None) as b:
+        h = experiment.probe(b)
+    assert h["cores"] == len(mine)
+    os.sched_setaffinity(0, {min(mine)})  # the board's interpreter inherits it at spawn
+    try:
+        with experiment.open_board(None, None) as b:
+            os.sched_setaffinity(0, mine)
+            h = experiment.probe(b)
+    finally:
+        os.sched_setaffinity(0, mine)
+    assert h["cores"] == 1 and experiment.default_compressor(h) == "task"

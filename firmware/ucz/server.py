@@ -55,23 +55,35 @@ def _mem():
     return (f() if f else None), (a() if a else None)
 
 
+def _count_cpus(allowed):
+    """CPUs in a Linux CPU list ("0-1", "0,2-3")."""
+    n = 0
+    for part in allowed.split(","):
+        lo, _, hi = part.partition("-")
+        n += int(hi or lo) - int(lo) + 1
+    return n
+
+
 def _cores():
     """CPUs this board may run the compressor on: 2 on rp2 (core 1); on the unix port the CPUs
-    its affinity allows, where it sees the host's /proc (not as the simulated board, whose / is
-    its flash folder); None where unknown."""
+    its affinity allows, from the host's /proc or, on the simulated board (whose / is its
+    flash folder), from what its ucz_board read at boot; None where unknown."""
     if not THREADS:  # no _thread (the QEMU boards): Python runs on one core only
         return 1
     if sys.platform == "rp2":
         return 2
     try:
+        from ucz_board import CPUS_ALLOWED
+
+        if CPUS_ALLOWED:
+            return _count_cpus(CPUS_ALLOWED)
+    except (ImportError, ValueError):
+        pass
+    try:
         with open("/proc/self/status") as f:
             for line in f:
                 if line.startswith("Cpus_allowed_list:"):
-                    n = 0
-                    for part in line.split(":", 1)[1].strip().split(","):
-                        lo, _, hi = part.partition("-")
-                        n += int(hi or lo) - int(lo) + 1
-                    return n
+                    return _count_cpus(line.split(":", 1)[1].strip())
     except (OSError, ValueError, AttributeError):
         pass
     return None

@@ -208,6 +208,24 @@ def reset():
     raise SystemExit({hard})
 """
 
+_SHIM_BOARD = """\
+# ucompressd.sim: facts of this board that ucz reads (the QEMU boards' ucz_board is C). The
+# CPUs this process may run on are read at boot, while the host's /proc is still in reach:
+# after it the flash folder is /. ucz parses the list (one parser, in ucz.server).
+CPUS_ALLOWED = None
+try:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("Cpus_allowed_list:"):
+                CPUS_ALLOWED = line.split(":", 1)[1].strip()
+except OSError:
+    pass
+
+
+def sync_ticks():
+    pass
+"""
+
 _BOOT = """\
 # ucompressd.sim boot script: make the unix port look like a board whose flash is the folder.
 def _sim_boot(g):
@@ -217,11 +235,11 @@ def _sim_boot(g):
         import os, vfs
         mode = os.getenv("UCZ_SIM_BOOT") or "power"
         sys.path.insert(0, {run!r})
-        import _sim_os, _sim_machine
-        for name, mod in (("os", _sim_os), ("machine", _sim_machine)):
+        import _sim_os, _sim_machine, _sim_board
+        for name, mod in (("os", _sim_os), ("machine", _sim_machine), ("ucz_board", _sim_board)):
+            del sys.modules[mod.__name__]
             mod.__name__ = name
             sys.modules[name] = mod
-            del sys.modules["_sim_" + name]
         os = _sim_os
         vfs.mount(vfs.VfsPosix({flash!r}), "/")
         os.chdir("/")
@@ -407,6 +425,7 @@ class SimBoard:
         self._run_dir = Path(tempfile.mkdtemp(prefix="ucompressd-sim-"))
         (self._run_dir / "_sim_os.py").write_text(_SHIM_OS)
         (self._run_dir / "_sim_machine.py").write_text(_SHIM_MACHINE.format(hard=HARD_RESET_EXIT))
+        (self._run_dir / "_sim_board.py").write_text(_SHIM_BOARD)
         (self._run_dir / "boot.py").write_text(
             _BOOT.format(
                 up=UP.decode(),
