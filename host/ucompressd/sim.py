@@ -209,7 +209,8 @@ def reset():
 """
 
 _SHIM_BOARD = """\
-# ucompressd.sim: facts of this board that ucz reads (the QEMU boards' ucz_board is C). The
+# ucompressd.sim: facts of this board that ucz reads (the QEMU boards' ucz_board is C; what
+# this one lacks, such as sync_ticks, ucz.compat falls back for). The
 # CPUs this process may run on are read at boot, while the host's /proc is still in reach:
 # after it the flash folder is /. ucz parses the list (one parser, in ucz.server).
 CPUS_ALLOWED = None
@@ -219,10 +220,6 @@ try:
             if line.startswith("Cpus_allowed_list:"):
                 CPUS_ALLOWED = line.split(":", 1)[1].strip()
 except OSError:
-    pass
-
-
-def sync_ticks():
     pass
 """
 
