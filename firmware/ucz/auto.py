@@ -4,9 +4,12 @@
 from .compat import const, ticks_us, ticks_diff
 from . import counters as C
 
-# Auto's measurement: a window is this many reclaimed pages (about 25 ms of a busy default
-# run: long enough that one host preemption of a few ms does not decide it).
+# Auto's measurement: a window is at least this many reclaimed pages and at least this long,
+# long enough that one host preemption of a few ms does not decide it. 256 pages are about
+# 20 ms of a busy default run (4 KiB text pages, a PC's core) but 10 ms of 1 KiB or random
+# pages, hence the time floor too; on an MCU's core 256 pages always take longer than it.
 WINDOW_PAGES = const(256)
+WINDOW_US = const(20000)
 # A trial of the other design must beat the current one's recent cost by 1/8 (12.5%) to win:
 # the hysteresis that keeps two near-equal designs from flapping.
 MARGIN_8THS = const(7)
@@ -106,9 +109,18 @@ class Auto:
             self.s0 = self._steal()
             return False
         pages = self._steal() - self.s0
-        if pages < WINDOW_PAGES:
+        if pages < WINDOW_PAGES and not self.trial:
             return self.offload
         wall = ticks_diff(ticks_us(), self.t0)
+        if pages < WINDOW_PAGES or wall < WINDOW_US:
+            # (wall x 16 / WINDOW_PAGES) x 8 >= cost x MARGIN_8THS, kept in small ints
+            if not (self.trial and wall >= WINDOW_US
+                    and wall >= (self.cost * MARGIN_8THS * WINDOW_PAGES) >> 7):
+                return self.offload
+            # The trial has lost already: its window closes at WINDOW_PAGES pages, and the
+            # time so far is more than a winning window could take. End it now (a trial of
+            # the worse design costs the app the rest of a window: stalls, under pressure).
+            pages = WINDOW_PAGES
         cost = (wall << 4) // pages
         c = self.pool.c
         if self.trial:

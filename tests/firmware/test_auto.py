@@ -1,0 +1,177 @@
+# auto's decisions (ucz.auto) on a clock the test advances: switches and their counters, the
+# hysteresis, trials backing off, trials skipped while the hand-off plainly pays, the window's
+# page and time floors, a lost trial cut short, and one core. CPython and MicroPython
+# (tests/mprun.py): plain asserts. Its allocation-free path is checked in test_pool.
+from ucz import counters as C
+from ucz.pool import Pool
+from ucz.scanner import Scanner
+from ucz.compressor import Compressor
+
+
+def _pool():
+    pool = Pool(64, 16, 256, 64 * 256, data=5, seed=9)
+    comp = Compressor(pool, "task")
+    return pool, Scanner(pool, comp), comp
+
+
+class _Clock:
+    """Auto's clock, advanced by the test (its decisions rest on time per reclaimed page)."""
+
+    def __init__(self):
+        self.t = 0
+
+
+class _AutoOnClock:
+    """`with _AutoOnClock() as (S, auto, pool, comp, clock):` an Auto that starts handing off
+    (a thread on a second core), on a clock the test advances (no contextlib on every port)."""
+
+    def __enter__(self):
+        from ucz import auto as S
+
+        self.S = S
+        self.real = S.ticks_us
+        pool, sc, comp = _pool()
+        clock = _Clock()
+        S.ticks_us = lambda: clock.t
+        return S, S.Auto(pool, True, False), pool, comp, clock
+
+    def __exit__(self, *exc):
+        self.S.ticks_us = self.real
+
+
+def _window_pages(S, us_per_page):
+    """Pages in one of auto's windows at this cost per page: WINDOW_PAGES, or more when those
+    would take less than WINDOW_US."""
+    return max(S.WINDOW_PAGES, -(-S.WINDOW_US // us_per_page))
+
+
+def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
+    with _AutoOnClock() as (S, auto, pool, comp, clock):
+        c = pool.c
+
+        def window(us_per_page):
+            # one window of reclaim at this cost; returns the design chosen for what follows
+            n = _window_pages(S, us_per_page)
+            clock.t += us_per_page * n
+            c[C.PGSTEAL_KSWAPD] += n
+            return auto.step(comp)
+
+        # Hand-off costs 100 us a page, inline 40: the first trial of inline wins.
+        assert window(100) is False and c[C.KCOMPRESSD_AUTO_PROBE] == 1  # trial: inline
+        assert window(40) is False  # the trial won: inline for good, counted
+        assert c[C.KCOMPRESSD_AUTO_INLINE] == 1 and c[C.KCOMPRESSD_OFFLOADING] == 0
+        assert comp.doze  # the thread stops polling the ring hard while nothing comes
+        # Now hand-off would be slightly cheaper, but within the margin: no flapping.
+        switches = c[C.KCOMPRESSD_AUTO_INLINE] + c[C.KCOMPRESSD_AUTO_OFFLOAD]
+        offload = False
+        for _ in range(40):
+            offload = window(37 if offload else 40)
+        assert c[C.KCOMPRESSD_AUTO_INLINE] + c[C.KCOMPRESSD_AUTO_OFFLOAD] == switches
+        assert c[C.KCOMPRESSD_AUTO_PROBE] > 1  # it kept trying, less and less often
+        # Trials back off: at most one per PROBE_MAX windows once they keep losing.
+        p0 = c[C.KCOMPRESSD_AUTO_PROBE]
+        for _ in range(64):
+            offload = window(37 if offload else 40)
+        assert c[C.KCOMPRESSD_AUTO_PROBE] - p0 <= 64 // S.PROBE_MAX + 1
+        # Hand-off becomes far cheaper: the next trial wins and is counted; from then on it
+        # hands off but for its own (losing) trials of inline.
+        for _ in range(S.PROBE_MAX + 2):
+            offload = window(10 if offload else 40)
+        assert c[C.KCOMPRESSD_AUTO_OFFLOAD] == 1
+        designs = []
+        for _ in range(4 * S.PROBE_MAX):
+            offload = window(10 if offload else 40)
+            designs.append(offload)
+        assert c[C.KCOMPRESSD_AUTO_OFFLOAD] == 1 and c[C.KCOMPRESSD_AUTO_INLINE] == 1
+        assert designs.count(True) > 3 * len(designs) // 4
+        if offload:
+            assert not comp.doze
+
+
+def test_auto_skips_trials_while_the_hand_off_plainly_pays():
+    # A trial of inline is a window of kswapd-like stalls: while the compressor is busy most
+    # of the window and the app's core spends little on reclaim, auto does not pay for one.
+    # Once the compressor is starved (the app's core stores pages and stalls), trials resume.
+    with _AutoOnClock() as (S, auto, pool, comp, clock):
+        c = pool.c
+
+        def window(compressor_us, app_core_us):
+            # pages reclaimed in 60 us each; every store took 50 us, whoever did it; the
+            # compressor's and the app core's reclaim time per page as given
+            n = _window_pages(S, 60)
+            clock.t += 60 * n
+            c[C.PGSTEAL_KSWAPD] += n
+            c[C.PSWPOUT] += n
+            c[C.COMPRESS_US] += 50 * n
+            c[C.COMPRESSOR_US] += compressor_us * n
+            c[C.SCAN_US] += app_core_us * n
+            return auto.step(comp)
+
+        for _ in range(3 * S.PROBE_MAX):
+            assert window(48, 8) is True  # busy thread, cheap hand-off
+        assert c[C.KCOMPRESSD_AUTO_PROBE] == 0
+        for _ in range(4):
+            window(48, 40)  # the app's core does the thread's work meanwhile
+        assert c[C.KCOMPRESSD_AUTO_PROBE] >= 1
+        p0 = c[C.KCOMPRESSD_AUTO_PROBE]
+        for _ in range(3 * S.PROBE_MAX):
+            window(10, 8)  # an idle compressor: inline may cost the app nothing
+        assert c[C.KCOMPRESSD_AUTO_PROBE] > p0
+
+
+def test_auto_windows_last_long_enough_and_a_lost_trial_ends_early():
+    with _AutoOnClock() as (S, auto, pool, comp, clock):
+        c = pool.c
+
+        def batch(us_per_page, n=8):
+            clock.t += us_per_page * n
+            c[C.PGSTEAL_KSWAPD] += n
+            return auto.step(comp)
+
+        # 2 us a page: WINDOW_PAGES pages take a tenth of WINDOW_US; the window stays open (no
+        # trial yet) until its time is up, then closes with all its pages.
+        for _ in range(S.WINDOW_PAGES // 8):
+            assert batch(2) is True
+        assert c[C.KCOMPRESSD_AUTO_PROBE] == 0
+        while clock.t < S.WINDOW_US - 16:
+            assert batch(2) is True
+        assert c[C.KCOMPRESSD_AUTO_PROBE] == 0
+        assert batch(2) is False  # the window closed: cost 2 us/page, the first trial starts
+        assert c[C.KCOMPRESSD_AUTO_PROBE] == 1
+        # Inline at 300 us a page against 2: after WINDOW_US it cannot win any more, so the
+        # trial ends well before its WINDOW_PAGES pages, and auto hands off again.
+        t0 = clock.t
+        pages = 0
+        while not batch(300):
+            pages += 8
+            assert clock.t - t0 < 2 * S.WINDOW_US
+        assert pages < S.WINDOW_PAGES // 2 and c[C.KCOMPRESSD_AUTO_INLINE] == 0
+        # The hand-off becomes dear (a busy host: 100 us a page); inline at 20 wins its next
+        # trial, and only once that trial has run for WINDOW_US.
+        while c[C.KCOMPRESSD_AUTO_PROBE] < 2:
+            batch(100)
+        t0 = clock.t
+        while not c[C.KCOMPRESSD_AUTO_INLINE]:
+            assert batch(20) is False and clock.t - t0 <= S.WINDOW_US
+        assert clock.t - t0 >= S.WINDOW_US
+
+
+def test_auto_on_one_core_stays_inline():
+    from ucz import auto as S
+
+    real = S.ticks_us
+    clock = _Clock()
+    S.ticks_us = lambda: clock.t
+    try:
+        pool = Pool(64, 16, 256, 64 * 256, data=5, seed=9)
+        comp = Compressor(pool, "task")
+        sc = Scanner(pool, comp, auto=True)
+        assert sc.auto.offload is False and comp.doze
+        c = pool.c
+        for _ in range(3 * S.PROBE_MAX):  # windows that close (pages and time)
+            clock.t += S.WINDOW_US
+            c[C.PGSTEAL_KSWAPD] += S.WINDOW_PAGES
+            assert sc.auto.step(comp) is False
+    finally:
+        S.ticks_us = real
+    assert c[C.KCOMPRESSD_AUTO_PROBE] == 0 and sc.auto.cost > 0  # measured, never tried
