@@ -133,19 +133,34 @@ def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
 
 
 def auto_verdict(doc: dict[str, Any]) -> dict[str, Any] | None:
-    """auto against the better of kswapd and kcompressd/thread in one sweep cell (medians)."""
+    """auto against the better of kswapd and kcompressd/thread in one sweep cell (medians).
+
+    The issue's target: auto's steal/s >= AUTO_STEAL x the better design's (the one with the
+    higher median steal/s) and its stall share <= AUTO_STALL x that same design's ("met").
+    Also judged against the lower stall share of the two, whichever design has it ("met_lower":
+    the stricter reading, which the benchmark used before; a slower design's fewer stalls).
+    """
     m = {d: medians(runs_of(doc, d)) for d in DESIGNS}
     if not all(m.values()) or "error" in doc:
         return None
-    steals = [m[d]["pgsteal_anon_per_s"] for d in ("kswapd", "kcompressd")]
-    shares = [m[d]["stall_share"] for d in ("kswapd", "kcompressd")]
-    best_steal = max(v for v in steals if v is not None)
-    best_share = min(v for v in shares if v is not None)
-    steal = _ratio(m["auto"]["pgsteal_anon_per_s"], best_steal)
+    pair = [d for d in ("kswapd", "kcompressd") if m[d]["pgsteal_anon_per_s"] is not None]
+    if not pair:
+        return None
+    better = max(pair, key=lambda d: m[d]["pgsteal_anon_per_s"])
+    shares = [m[d]["stall_share"] for d in pair if m[d]["stall_share"] is not None]
+    steal = _ratio(m["auto"]["pgsteal_anon_per_s"], m[better]["pgsteal_anon_per_s"])
     share = m["auto"]["stall_share"]
-    share_ok = share is not None and share <= max(best_share * AUTO_STALL, STALL_FLOOR)
-    return {"steal_vs_best": steal, "stall_share": share, "best_stall_share": best_share,
-            "met": steal is not None and steal >= AUTO_STEAL and share_ok,
+
+    def share_ok(ref: float | None) -> bool:
+        return share is not None and ref is not None and share <= max(ref * AUTO_STALL,
+                                                                       STALL_FLOOR)
+
+    steal_ok = steal is not None and steal >= AUTO_STEAL
+    lower = min(shares) if shares else None
+    return {"better": better, "steal_vs_best": steal, "stall_share": share,
+            "better_stall_share": m[better]["stall_share"], "lower_stall_share": lower,
+            "met": steal_ok and share_ok(m[better]["stall_share"]),
+            "met_lower": steal_ok and share_ok(lower),
             "switches": m["auto"]["auto_switches"]}
 
 
@@ -250,7 +265,7 @@ def sweep_table(s: dict[str, Any]) -> Table:
     t = Table(title=f"sweep: {s['label']} (kswapd, kcompressd/thread, auto; same seed; medians)")
     for col in ("value", "steal/s ks", "kc", "auto", "kc/ks", "auto/ks", "auto/best",
                 "stall share ks", "kc", "auto", "p99 us ks", "kc", "auto", "switches",
-                "fallbacks kc", "auto target"):
+                "fallbacks kc", "better", "auto target", "vs lower share"):
         t.add_column(col, justify="right")
     for p in s["points"]:
         vs, va, au = p.get("versus"), p.get("versus_auto"), p.get("auto")
@@ -275,7 +290,9 @@ def sweep_table(s: dict[str, Any]) -> Table:
             fmt(va["stall_p99_us"]["kcompressd"]["median"], "", 0),
             fmt(au["switches"], "", 0),
             fmt(vs["kcompressd_fallback"]["kcompressd"]["median"], "", 0),
+            au["better"].replace("kcompressd", "kc").replace("kswapd", "ks"),
             "[green]met[/green]" if au["met"] else "[red]not met[/red]",
+            "[green]met[/green]" if au["met_lower"] else "[red]not met[/red]",
         )
     return t
 
@@ -375,12 +392,14 @@ def sweep_targets(sweeps: dict[str, Any]) -> list[Target]:
                           _at_least(r, SMALL_PAGES), "" if small else "no page-size sweep"))
     cells = [(sw["param"], p) for sw in sweeps.values() for p in sw["points"]]
     judged = [(n, p) for n, p in cells if p.get("auto")]
-    missed = [f"{n}={p['value']}" for n, p in judged if not p["auto"]["met"]]
-    targets.append(Target(
-        "every sweep cell: auto >= 0.95x the better steal/s, stall share <= 1.05x the better's",
-        "all cells", f"{len(judged) - len(missed)} of {len(judged)} cells met",
-        len(judged) - len(missed), bool(judged) and not missed,
-        ("missed: " + ", ".join(missed)) if missed else ("" if judged else "no sweeps")))
+    for key, what in (("met", "the better design's"), ("met_lower", "the lower of the two")):
+        missed = [f"{n}={p['value']}" for n, p in judged if not p["auto"][key]]
+        targets.append(Target(
+            f"every sweep cell: auto >= {AUTO_STEAL}x the better design's steal/s, stall share "
+            f"<= {AUTO_STALL}x {what}",
+            "all cells", f"{len(judged) - len(missed)} of {len(judged)} cells met",
+            len(judged) - len(missed), bool(judged) and not missed,
+            ("missed: " + ", ".join(missed)) if missed else ("" if judged else "no sweeps")))
     one = next((p for p in sweeps.get("cores", {}).get("points", []) if p["value"] == 1), None)
     r = (one or {}).get("versus_auto", {}).get("steal_ratio", none)
     targets.append(Target("one core: auto pgsteal_anon/s over kswapd", f">= {ONE_CORE}x",
@@ -422,14 +441,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, help="repetitions of the headline compare "
                                                "(default 5; --quick 1)")
     ap.add_argument("--sweep-repeat", type=int,
-                    help="repetitions per sweep point (default 3; --quick 1)")
+                    help="repetitions per sweep point (default 5; --quick 1)")
     ap.add_argument("--sweep-ops", type=int,
                     help=f"ops per sweep run (default {runner.DEFAULTS['ops']}; --quick 5000; "
                          "the think-time sweep uses a quarter)")
     ap.add_argument("--no-sweeps", action="store_true", help="the headline only")
     args = ap.parse_args(argv)
     repeat = args.repeat or (1 if args.quick else 5)
-    srepeat = args.sweep_repeat or (1 if args.quick else 3)
+    # 5 per cell: with 3, a design equal to the better one missed "0.95x the better median"
+    # about half the time on a 2-core VM whose speed drifts by 25% between identical runs.
+    srepeat = args.sweep_repeat or (1 if args.quick else 5)
     sops = args.sweep_ops or (5000 if args.quick else runner.DEFAULTS["ops"])
     t_start = time.monotonic()
 

@@ -14,6 +14,7 @@
 #   WRITEBACK taken by the compressor, being compressed from frame val[p] (PG_writeback)
 #   ZSTORED   in the zpool, handle val[p], clen[p] bytes (clen == page_size: stored raw)
 #   SAME      one repeated 32-bit word, kept in val[p] (zram same_pages)
+# and flags in the high bits: REF, PICKED, HUGE and INCOMP (below).
 #
 # Concurrency (rp2 and the unix port have no GIL): `lock` guards the free list, the ring, the
 # zpool allocator, the QUEUED/WRITEBACK transitions and the counters the compressor thread
@@ -38,7 +39,13 @@ ZSTORED = const(4)
 SAME = const(5)
 STATE = const(0x0F)
 PICKED = const(0x20)  # a victim in the scanner's batch, not yet queued: the hand skips it
+# INCOMP: its last store found it incompressible, kept when the page is written: data that was
+# incompressible mostly stays so (a page holds one kind of data: samples, text, ciphertext),
+# and LZ4 gives up on such a page quickly, so the scanner tries it itself rather than hand it
+# off (measured: random data, kcompressd 0.67x kswapd while every rewritten page crossed).
+INCOMP = const(0x10)
 HUGE = const(0x40)  # last store found it incompressible and it was not written since
+KEEP = const(0x50)  # HUGE | INCOMP: what a page's state keeps through the ring and a fault
 REF = const(0x80)   # referenced (PG_referenced): the CLOCK hand gives it a second chance
 NONE = const(0xFFFF)
 STATE_NAMES = ("unmapped", "resident", "queued", "writeback", "zstored", "same")
@@ -260,7 +267,7 @@ class Pool:
             self.ver[p] = v
             fill(self.frames, off, P, self.data, self.seed, p, v)
             self.sum[p] = csum(self.frames, off, P)
-            self.state[p] = RESIDENT | REF  # new content: forget HUGE
+            self.state[p] = RESIDENT | REF | (self.state[p] & INCOMP)  # new content: not HUGE
         return f
 
     def _rescue(self, p):
@@ -278,7 +285,7 @@ class Pool:
                 if st != RESIDENT:
                     self.nqueued -= 1
                     self.c[C.PGRESCUED] += 1
-                self.state[p] = RESIDENT | REF | (s & HUGE)
+                self.state[p] = RESIDENT | REF | (s & KEEP)
                 f = self.val[p]
         finally:
             lk.release()
@@ -330,7 +337,7 @@ class Pool:
             self.sum[p] = csum(self.frames, off, P)
         self.val[p] = f
         self.owner[f] = p
-        self.state[p] = RESIDENT | REF | (s & HUGE)
+        self.state[p] = RESIDENT | REF | (s & KEEP)
         return f
 
     def _swapin(self):
@@ -411,10 +418,10 @@ class Pool:
             if n == self.P:
                 # Incompressible: stored raw, a whole page of the exact-fit class (no slot
                 # waste, a memcpy to read), and not compressed again until written (HUGE).
-                self.state[p] = ZSTORED | HUGE
+                self.state[p] = ZSTORED | HUGE | INCOMP
                 c[C.INCOMPRESSIBLE] += 1
             else:
-                self.state[p] = ZSTORED
+                self.state[p] = ZSTORED  # compressible (again): INCOMP goes
             self.nplaced -= 1
             self.placed_bytes -= n
         self.owner[f] = NONE
@@ -434,7 +441,7 @@ class Pool:
         n = self.compress(p, f, sc)
         h = self.place(f, n, sc)
         if h < 0:
-            self.state[p] = RESIDENT | (self.state[p] & HUGE)  # stays, unreferenced
+            self.state[p] = RESIDENT | (self.state[p] & KEEP)  # stays, unreferenced
             return False
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
@@ -447,8 +454,9 @@ class Pool:
 
     def cheap(self, p):
         """True when storing resident page p costs less than handing it off: same-filled (one
-        word kept, no slot) or known incompressible (HUGE: a copy, no LZ4). Main thread only."""
-        if self.state[p] & HUGE:
+        word kept, no slot), known incompressible (HUGE: a copy, no LZ4) or incompressible at
+        its last store (INCOMP: LZ4 gives up quickly on it). Main thread only."""
+        if self.state[p] & KEEP:
             return True
         sc = self.scratch
         return same_word(self.frames, self.val[p] * self.P, self.P, sc.word, 0)
@@ -476,7 +484,7 @@ class Pool:
                     i -= self.rsize
                 p = pages[k]
                 ring[i] = p
-                state[p] = QUEUED | (state[p] & HUGE)
+                state[p] = QUEUED | (state[p] & KEEP)
                 i += 1
                 k += 1
             self.rcount += n
@@ -548,7 +556,7 @@ class Pool:
 
     def _claim(self, p):
         """QUEUED -> WRITEBACK for one storer; returns its claim number. Lock held."""
-        self.state[p] = WRITEBACK | (self.state[p] & HUGE)
+        self.state[p] = WRITEBACK | (self.state[p] & KEEP)
         g = (self.wbgen[p] + 1) & 0xFF
         self.wbgen[p] = g
         return g
@@ -567,7 +575,7 @@ class Pool:
             if self.state[p] & STATE == WRITEBACK and self.wbgen[p] == sc.gen:
                 self.nqueued -= 1
                 if h < 0:
-                    self.state[p] = RESIDENT | (self.state[p] & HUGE)  # zpool full: keep it
+                    self.state[p] = RESIDENT | (self.state[p] & KEEP)  # zpool full: keep it
                 else:
                     self.publish(p, f, n, h, sc, steal)
                     done = True
@@ -627,7 +635,7 @@ class Pool:
         P = self.P
         self.ver[p] = (self.ver[p] + 1) & 0xFFFF
         self.sum[p] = csum(self.frames, self.val[p] * P, P)
-        self.state[p] = RESIDENT | REF  # new content: forget HUGE
+        self.state[p] = RESIDENT | REF | (self.state[p] & INCOMP)  # new content: not HUGE
 
     def discard(self, p):
         """Forget page p (zram discard): its frame, slot or word is freed; it reads as zeros

@@ -263,6 +263,38 @@ def test_cheap_pages_never_cross_cores():
     assert c["incompressible"] > 0
 
 
+def test_a_page_found_incompressible_is_tried_inline_after_a_write():
+    # INCOMP survives a write (HUGE does not): the scanner stores the new version itself,
+    # with LZ4 tried again, and a page that became compressible loses the flag.
+    from ucz.pool import HUGE, INCOMP
+
+    pool = Pool(16, 8, 256, 16 * 256, data=4, seed=9)  # random data: incompressible
+    comp = Compressor(pool, "task")
+    sc = Scanner(pool, comp)
+    pool.touch(3, True)
+    assert pool.store_inline(3, C.PGSTEAL_KSWAPD)
+    assert pool.state[3] == ZSTORED | HUGE | INCOMP
+    pool.touch(3, True)  # faulted in, verified, rewritten: new content
+    assert pool.state[3] & (HUGE | INCOMP) == INCOMP and pool.cheap(3)
+    pool.state[3] &= ~0x80  # REF clear: the hand takes it
+    sc.hand = pool.val[3]
+    assert sc._batch(1, True, 0) == 1  # kcompressd mode: stored here, not queued
+    c = pool.c
+    assert c[C.KCOMPRESSD_CHEAP] == 1 and c[C.KCOMPRESSD_ENQUEUE] == 0
+    assert pool.state[3] == ZSTORED | HUGE | INCOMP and c[C.INCOMPRESSIBLE] == 2
+    # Now compressible content (zeros but one word, as an app writes): LZ4 is tried, it
+    # compresses, the flag goes and the next store is handed off.
+    f = pool._fault(3)
+    for i in range(4, 256):
+        pool.frames[f * 256 + i] = 0
+    pool.written(3)
+    assert pool.cheap(3)
+    assert pool.store_inline(3, C.PGSTEAL_KSWAPD) and pool.state[3] == ZSTORED
+    pool.touch(3, False)
+    assert not pool.cheap(3) and pool.c[C.CORRUPT] == 0
+    assert pool.check() == []
+
+
 def test_mp_hot_paths_do_not_allocate():
     # The GC must not be what the counters measure: faults, direct reclaim, the ring and
     # the compressor's writeback allocate nothing once warm. That is the viper codec's promise:
