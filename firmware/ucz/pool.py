@@ -504,6 +504,12 @@ class Pool:
         The pages go to sc.pages[0:k], their frames to sc.frames[0:k], their claims to
         sc.gens[0:k]; returns k.
         """
+        if not self.rcount:
+            # Read without the lock, as a hint: an idle compressor polls the ring often, and
+            # taking the lock each time made the app's lock rounds contend and its line bounce
+            # between the cores (zero data, where nothing is queued: kcompressd 0.88x). A page
+            # queued just now is seen at the next poll.
+            return 0
         k = 0
         lk = self.lock
         while not lk.acquire(0):  # spin (see LOCKING)
