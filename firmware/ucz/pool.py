@@ -46,6 +46,8 @@ PICKED = const(0x20)  # a victim in the scanner's batch, not yet queued: the han
 INCOMP = const(0x10)
 HUGE = const(0x40)  # last store found it incompressible and it was not written since
 KEEP = const(0x50)  # HUGE | INCOMP: what a page's state keeps through the ring and a fault
+CHEAP_INCOMP = const(1)  # Pool.cheap()'s answers
+CHEAP_SAME = const(2)
 REF = const(0x80)   # referenced (PG_referenced): the CLOCK hand gives it a second chance
 NONE = const(0xFFFF)
 STATE_NAMES = ("unmapped", "resident", "queued", "writeback", "zstored", "same")
@@ -348,8 +350,9 @@ class Pool:
 
     # -- storing a page: compress (no lock), place (slot under the lock), publish (lock) ----------
 
-    def compress(self, p, f, sc):
+    def compress(self, p, f, sc, same=False):
         """Encode page p from frame f into sc; return -1 (same-filled), P (store raw) or LZ4 bytes.
+        same: the caller found it same-filled already, its word in sc.word (cheap()).
 
         Runs without the lock: the frame is the caller's (RESIDENT in the main thread, or
         WRITEBACK in the compressor, whose result is dropped if the page was rescued).
@@ -357,7 +360,7 @@ class Pool:
         P = self.P
         off = f * P
         t0 = ticks_us()
-        if same_word(self.frames, off, P, sc.word, 0):
+        if same or same_word(self.frames, off, P, sc.word, 0):
             n = -1
         elif self.state[p] & HUGE:
             n = P  # known incompressible and unchanged: do not try again
@@ -431,14 +434,15 @@ class Pool:
         c[steal] += 1
         c[C.COMPRESS_US] += sc.us
 
-    def store_inline(self, p, steal):
+    def store_inline(self, p, steal, same=False):
         """Reclaim resident page p synchronously (scanner in kswapd mode, fallback, direct).
 
         The main thread owns a resident page, so nothing can change it between the steps.
+        same: cheap(p) returned CHEAP_SAME just before (the page is not scanned twice).
         """
         f = self.val[p]
         sc = self.scratch
-        n = self.compress(p, f, sc)
+        n = self.compress(p, f, sc, same)
         h = self.place(f, n, sc)
         if h < 0:
             self.state[p] = RESIDENT | (self.state[p] & KEEP)  # stays, unreferenced
@@ -453,13 +457,14 @@ class Pool:
         return True
 
     def cheap(self, p):
-        """True when storing resident page p costs less than handing it off: same-filled (one
-        word kept, no slot), known incompressible (HUGE: a copy, no LZ4) or incompressible at
-        its last store (INCOMP: LZ4 gives up quickly on it). Main thread only."""
+        """Nonzero when storing resident page p costs less than handing it off: CHEAP_SAME when
+        same-filled (one word kept, no slot; the word is left in the scratch for store_inline),
+        CHEAP_INCOMP when known incompressible (HUGE: a copy, no LZ4) or incompressible at its
+        last store (INCOMP: LZ4 gives up quickly on it). Main thread only."""
         if self.state[p] & KEEP:
-            return True
+            return CHEAP_INCOMP
         sc = self.scratch
-        return same_word(self.frames, self.val[p] * self.P, self.P, sc.word, 0)
+        return CHEAP_SAME if same_word(self.frames, self.val[p] * self.P, self.P, sc.word, 0) else 0
 
     # -- the kcompressd ring -----------------------------------------------------------------------
 

@@ -10,7 +10,7 @@
 # Direct reclaim (an allocation that found free <= min) uses the same CLOCK hand, synchronously.
 from .compat import asyncio, ticks_us, ticks_diff, Wakeup
 from . import counters as C
-from .pool import RESIDENT, STATE, REF, NONE, PICKED
+from .pool import RESIDENT, STATE, REF, NONE, PICKED, CHEAP_SAME
 
 class Scanner:
     def __init__(self, pool, compressor=None, slice_us=200, auto=False, assist=True):
@@ -141,11 +141,12 @@ class Scanner:
             if p < 0:
                 break
             got += 1
-            if pool.cheap(p):
+            k = pool.cheap(p)
+            if k:
                 # Same-filled or incompressible: a word or a copy here costs less than the
                 # ring round trip. Cheap pages never cross cores.
                 c[C.KCOMPRESSD_CHEAP] += 1
-                if not pool.store_inline(p, C.PGSTEAL_KSWAPD):
+                if not pool.store_inline(p, C.PGSTEAL_KSWAPD, k == CHEAP_SAME):
                     full = True
                     break
             else:

@@ -285,6 +285,24 @@ def test_cheap_pages_never_cross_cores():
     assert c["incompressible"] > 0
 
 
+def test_a_same_filled_page_is_scanned_once_and_kept_by_its_word():
+    # cheap() leaves the word it found for store_inline(same=True): each page keeps its own.
+    from ucz.pool import CHEAP_SAME, SAME
+
+    pool = Pool(16, 8, 256, 16 * 256, data=5, seed=9)
+    for p, byte in ((1, 0x11), (2, 0x22)):
+        f = pool.map_overwrite(p)
+        for i in range(256):
+            pool.frames[f * 256 + i] = byte
+        pool.written(p)
+        assert pool.cheap(p) == CHEAP_SAME
+        assert pool.store_inline(p, C.PGSTEAL_KSWAPD, True) and pool.state[p] == SAME
+    for p, byte in ((1, 0x11), (2, 0x22)):
+        f = pool.touch(p, False)  # verified against its checksum
+        assert pool.frames[f * 256 + 100] == byte
+    assert pool.c[C.CORRUPT] == 0 and pool.c[C.SAME_PAGES] == 2 and pool.check() == []
+
+
 def test_a_page_found_incompressible_is_tried_inline_after_a_write():
     # INCOMP survives a write (HUGE does not): the scanner stores the new version itself,
     # with LZ4 tried again, and a page that became compressible loses the flag.
