@@ -42,7 +42,8 @@ PICKED = const(0x20)  # a victim in the scanner's batch, not yet queued: the han
 # INCOMP: its last store found it incompressible, kept when the page is written: data that was
 # incompressible mostly stays so (a page holds one kind of data: samples, text, ciphertext),
 # and LZ4 gives up on such a page quickly, so the scanner tries it itself rather than hand it
-# off (measured: random data, kcompressd 0.67x kswapd while every rewritten page crossed).
+# off (random data, kcompressd/thread over kswapd: 0.67x while every rewritten page crossed,
+# 1.09x since; reclaim benchmark, 3 and 5 runs).
 INCOMP = const(0x10)
 HUGE = const(0x40)  # last store found it incompressible and it was not written since
 KEEP = const(0x50)  # HUGE | INCOMP: what a page's state keeps through the ring and a fault
@@ -463,8 +464,9 @@ class Pool:
         last store (INCOMP: LZ4 gives up quickly on it). Main thread only."""
         if self.state[p] & KEEP:
             return CHEAP_INCOMP
-        sc = self.scratch
-        return CHEAP_SAME if same_word(self.frames, self.val[p] * self.P, self.P, sc.word, 0) else 0
+        if same_word(self.frames, self.val[p] * self.P, self.P, self.scratch.word, 0):
+            return CHEAP_SAME
+        return 0
 
     # -- the kcompressd ring -----------------------------------------------------------------------
 
@@ -510,10 +512,9 @@ class Pool:
         sc.gens[0:k]; returns k.
         """
         if not self.rcount:
-            # Read without the lock, as a hint: an idle compressor polls the ring often, and
-            # taking the lock each time made the app's lock rounds contend and its line bounce
-            # between the cores (zero data, where nothing is queued: kcompressd 0.88x). A page
-            # queued just now is seen at the next poll.
+            # Read without the lock, as a hint: an idle compressor polls the ring every 50 us
+            # (and spins on it after a page), and each poll took the lock the app's faults
+            # take, for nothing. A page queued just now is seen at the next poll.
             return 0
         k = 0
         lk = self.lock

@@ -84,8 +84,8 @@ class Scanner:
         While handing off, a stall frees one page, the one its allocation needs: the compressor
         (and the scanner's assist) deliver the rest. Freeing nr_direct made each stall as long
         as kswapd's (4 stores, 300-570 us measured), and with a few dozen stalls per run the
-        p99 is the slowest of them: 1,024 us against kswapd's 512. Freeing one: p99 <= 128-512
-        us, no more stalls, a third of the stall time (3 interleaved runs each).
+        p99 is the slowest of them: 1,024 us against kswapd's 512. Freeing one: p99 128-256
+        us, no more stalls, a quarter of the stall time (interleaved runs, 3 and then 4).
         """
         pool = self.pool
         c = pool.c
