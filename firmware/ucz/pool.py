@@ -42,8 +42,8 @@ PICKED = const(0x20)  # a victim in the scanner's batch, not yet queued: the han
 # INCOMP: its last store found it incompressible, kept when the page is written: data that was
 # incompressible mostly stays so (a page holds one kind of data: samples, text, ciphertext),
 # and LZ4 gives up on such a page quickly, so the scanner tries it itself rather than hand it
-# off (random data, kcompressd/thread over kswapd: 0.67x while every rewritten page crossed,
-# 1.09x since; reclaim benchmark, 3 and 5 runs).
+# off (random data, kcompressd/thread over kswapd in the reclaim benchmark: 0.67x while every
+# rewritten page crossed, 0.94-1.09x since, in three runs).
 INCOMP = const(0x10)
 HUGE = const(0x40)  # last store found it incompressible and it was not written since
 KEEP = const(0x50)  # HUGE | INCOMP: what a page's state keeps through the ring and a fault
