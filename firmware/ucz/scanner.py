@@ -37,6 +37,10 @@ class Scanner:
             self.auto = Auto(pool, thread, not thread)
             compressor.doze = not thread
 
+    def _offloading(self):
+        """True while victims go to the compressor (kcompressd, or auto handing off)."""
+        return self.comp is not None and (self.auto is None or self.auto.offload)
+
     def wake(self):
         if not self.awake:
             self.awake = True
@@ -93,7 +97,7 @@ class Scanner:
         t0 = ticks_us()
         busy0 = sc.busy
         nr_direct = self.nr_direct
-        if self.comp is not None and (self.auto is None or self.auto.offload):
+        if self._offloading():
             nr_direct = 1
         nr = 0
         while nr < nr_direct and pool.nqueued:
@@ -178,7 +182,7 @@ class Scanner:
         c = pool.c
         comp = self.comp
         auto = self.auto
-        offload = comp is not None and (auto is None or auto.offload)
+        offload = self._offloading()
         sc = pool.scratch
         self.event = Wakeup()
         while self.running:
