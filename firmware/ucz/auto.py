@@ -25,6 +25,14 @@ PROBE_MAX = const(32)
 # kcompressd's whole run (measured: stall share 2.5% against 0.4%). When the compressor is
 # starved (a busy host) the app's core ends up storing pages itself and trials resume.
 BUSY_HALVES = const(1)
+# A trial also loses, at once, when the app has spent more of its time stalled in it than under
+# the current design by over 1/32 (PSI "some", in 256ths), after TRIAL_STALLS stalls (one may be
+# the last design's doing). Under pressure a trial of inline stalls the app as kswapd does (7-25%
+# of its time, measured) and used to run its whole window, >= WINDOW_US: runs with a trial
+# stalled 2.8x as long as kcompressd's. Where inline wins (idle time, cheap or 1 KiB pages),
+# kswapd stalled the app for at most 1.6% of its time: twice below the slack.
+STALL_256THS = const(8)
+TRIAL_STALLS = const(4)
 
 
 class Auto:
@@ -36,7 +44,8 @@ class Auto:
 
     It runs the current design and, every `probe` windows, one window of the other (a trial,
     kcompressd_auto_probe); the trial wins when it beats the current design's running cost
-    (mean of its recent windows) by the margin, and that switch is counted
+    (mean of its recent windows) by the margin and does not stall the app more (see
+    STALL_256THS), and that switch is counted
     (kcompressd_auto_inline / kcompressd_auto_offload). While handing off plainly pays (see
     BUSY_HALVES) the trial of inline is skipped. Main thread only; allocates nothing.
     """
@@ -59,6 +68,9 @@ class Auto:
         self.o0 = 0
         self.busy = -1  # running averages of _pays (x 256; -1: none yet)
         self.main = -1
+        self.stall = 0  # running stall share of the current design (x 256)
+        self.a0 = 0  # stall time and stalls at the window's start
+        self.n0 = 0
         pool.c[C.KCOMPRESSD_OFFLOADING] = 1 if offload else 0
 
     def _steal(self):
@@ -69,12 +81,18 @@ class Auto:
         c = self.pool.c
         return c[C.SCAN_US] + c[C.ALLOCSTALL_US] + self.pool.scratch.busy
 
+    def _mark(self):
+        c = self.pool.c
+        self.t0 = ticks_us()
+        self.s0 = self._steal()
+        self.a0 = c[C.ALLOCSTALL_US]
+        self.n0 = c[C.ALLOCSTALL]
+
     def _set(self, offload):
         self.offload = offload
         c = self.pool.c
         c[C.KCOMPRESSD_OFFLOADING] = 1 if offload else 0
-        self.t0 = ticks_us()
-        self.s0 = self._steal()
+        self._mark()
         self.m0 = self._main_us()
         self.k0 = c[C.COMPRESSOR_US]
         self.c0 = c[C.COMPRESS_US]
@@ -105,13 +123,23 @@ class Auto:
         if not self.offload and self.pool.nqueued:
             # Inline, while the compressor still drains what was handed off before: those
             # pages are not inline's doing. Its window starts when they are gone.
-            self.t0 = ticks_us()
-            self.s0 = self._steal()
+            self._mark()
             return False
         pages = self._steal() - self.s0
         if pages < WINDOW_PAGES and not self.trial:
             return self.offload
         wall = ticks_diff(ticks_us(), self.t0)
+        c = self.pool.c
+        stalled = c[C.ALLOCSTALL_US] - self.a0
+        if (self.trial and c[C.ALLOCSTALL] - self.n0 >= TRIAL_STALLS
+                and (stalled << 8) > (self.stall + STALL_256THS) * wall):
+            # The trial stalls the app (see STALL_256THS): lost, whatever its pace.
+            self.trial = False
+            self.probe = min(self.probe * 2, PROBE_MAX)
+            self._set(not self.offload)
+            if comp is not None:
+                comp.doze = not self.offload
+            return self.offload
         if pages < WINDOW_PAGES or wall < WINDOW_US:
             # (wall x 16 / WINDOW_PAGES) x 8 >= cost x MARGIN_8THS, kept in small ints
             if not (self.trial and wall >= WINDOW_US
@@ -122,20 +150,23 @@ class Auto:
             # the worse design costs the app the rest of a window: stalls, under pressure).
             pages = WINDOW_PAGES
         cost = (wall << 4) // pages
-        c = self.pool.c
+        share = (stalled << 8) // wall
         if self.trial:
             self.trial = False
             if cost * 8 < self.cost * MARGIN_8THS:
                 # The other design won: it is now the current one, counted as a switch.
                 c[C.KCOMPRESSD_AUTO_OFFLOAD if self.offload else C.KCOMPRESSD_AUTO_INLINE] += 1
                 self.cost = cost
+                self.stall = share
                 self.probe = PROBE_MIN
                 self._set(self.offload)
             else:
                 self.probe = min(self.probe * 2, PROBE_MAX)
                 self._set(not self.offload)  # back to the current design
         else:
-            self.cost = cost if self.cost == 0 else (3 * self.cost + cost) >> 2
+            first = self.cost == 0
+            self.cost = cost if first else (3 * self.cost + cost) >> 2
+            self.stall = share if first else (3 * self.stall + share) >> 2
             self.windows += 1
             if self.offload and self._pays(wall, pages):
                 self.windows = 0  # the hand-off plainly pays: no trial (see BUSY_HALVES)

@@ -1,7 +1,7 @@
 # auto's decisions (ucz.auto) on a clock the test advances: switches and their counters, the
 # hysteresis, trials backing off, trials skipped while the hand-off plainly pays, the window's
-# page and time floors, a lost trial cut short, and one core. CPython and MicroPython
-# (tests/mprun.py): plain asserts. Its allocation-free path is checked in test_pool.
+# page and time floors, a lost trial cut short (by its pace or by its stalls), and one core.
+# CPython and MicroPython (tests/mprun.py): plain asserts. Its allocation-free path is checked in test_pool.
 from ucz import counters as C
 from ucz.pool import Pool
 from ucz.scanner import Scanner
@@ -154,6 +154,43 @@ def test_auto_windows_last_long_enough_and_a_lost_trial_ends_early():
         while not c[C.KCOMPRESSD_AUTO_INLINE]:
             assert batch(20) is False and clock.t - t0 <= S.WINDOW_US
         assert clock.t - t0 >= S.WINDOW_US
+
+
+def test_a_trial_that_stalls_the_app_loses_at_once_whatever_its_pace():
+    with _AutoOnClock() as (S, auto, pool, comp, clock):
+        c = pool.c
+
+        def batch(us_per_page, stall_us=0, n=8):
+            # n pages reclaimed in us_per_page * n, of which stall_us in one allocation stall
+            clock.t += us_per_page * n
+            c[C.PGSTEAL_KSWAPD] += n
+            if stall_us:
+                c[C.ALLOCSTALL] += 1
+                c[C.ALLOCSTALL_US] += stall_us
+            return auto.step(comp)
+
+        # Handing off at 100 us a page with no stall; the first window ends in a trial.
+        while batch(100):
+            pass
+        assert c[C.KCOMPRESSD_AUTO_PROBE] == 1 and auto.trial
+        probe = auto.probe
+        # Inline at 40 us a page would win on pace, but a stall takes half of every batch: the
+        # trial ends at its TRIAL_STALLS-th stall, long before its window, and loses.
+        n = 0
+        while not batch(40, stall_us=160):
+            n += 1
+            assert n < S.TRIAL_STALLS
+        assert n == S.TRIAL_STALLS - 1 and c[C.KCOMPRESSD_AUTO_INLINE] == 0
+        assert auto.probe == 2 * probe and not auto.trial
+        # The next trial stalls too, but for under STALL_256THS/256 of its time: it runs its
+        # window, wins on pace and is counted as a switch.
+        while batch(100):
+            pass
+        assert c[C.KCOMPRESSD_AUTO_PROBE] == 2 and auto.trial
+        t0 = clock.t
+        while not c[C.KCOMPRESSD_AUTO_INLINE]:
+            assert batch(40, stall_us=4) is False
+        assert clock.t - t0 >= S.WINDOW_US and c[C.ALLOCSTALL] > 2 * S.TRIAL_STALLS
 
 
 def test_auto_on_one_core_stays_inline():
