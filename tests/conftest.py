@@ -50,6 +50,15 @@ def run_micropython(args: list[str], timeout: float = 300, heapsize: str = HEAPS
                           text=True, timeout=timeout, env=env, cwd=cwd or REPO)
 
 
+def pytest_configure(config):
+    # A suite stopped by SIGTERM (`timeout`, a CI cancel) ends as after Ctrl-C: the tests'
+    # `with` blocks close their QEMU and simulated boards (each in a session of its own, so the
+    # signal never reaches them) instead of leaving them running on the machine.
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+
+
 def pytest_collection_modifyitems(config, items):
     # tests/firmware/test_mp_* check what only exists on MicroPython (viper twins, the heap);
     # tests/test_firmware_on_micropython.py runs them there.

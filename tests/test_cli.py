@@ -6,6 +6,7 @@ import csv
 import importlib.util
 import json
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -211,3 +212,65 @@ def test_run_auto_starts_as_kswapd_where_threads_share_a_core(tmp_path):
     c = doc["counters"]
     assert c["pgsteal_anon"] > 0 and c["kcompressd_enqueue"] == 0 and c["corrupt"] == 0
     assert c["kcompressd_offloading"] == 0
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every live process below `pid` (Linux /proc: each thread's children)."""
+    found: set[int] = set()
+    todo = [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            tids = os.listdir(f"/proc/{p}/task")
+        except FileNotFoundError:
+            continue
+        for t in tids:
+            try:
+                with open(f"/proc/{p}/task/{t}/children") as f:
+                    kids = {int(k) for k in f.read().split()}
+            except FileNotFoundError:
+                continue
+            todo += kids - found
+            found |= kids
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@needs_sim
+@pytest.mark.skipif(not os.path.exists("/proc/self/task"), reason="reads /proc (Linux)")
+def test_sigterm_stops_a_run_as_ctrl_c_does_and_no_board_outlives_it(tmp_path) -> None:
+    # The simulated board runs in a session of its own, so the signal reaches only the CLI:
+    # unless the CLI closes it, it would go on running with nobody to talk to.
+    out = tmp_path / "run.json"
+    proc = subprocess.Popen([sys.executable, "-m", "ucompressd", "run", *QUICK, "--ops", "50000000",
+                             "--json", str(out)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        started = time.monotonic()
+        while not out.exists() and time.monotonic() - started < 60:
+            kids = _descendants(proc.pid)
+            if kids and time.monotonic() - started > 5:  # well into the run: samples collected
+                break
+            time.sleep(0.2)
+        assert kids, "the run started no board"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 130
+        err = proc.stderr.read()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert "interrupted" in err, err
+    deadline = time.monotonic() + 10
+    while any(_alive(k) for k in kids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not [k for k in kids if _alive(k)], err
+    doc = json.loads(out.read_text())  # what was collected is written
+    assert doc["samples"], err

@@ -11,6 +11,8 @@ import argparse
 import contextlib
 import importlib
 import shutil
+import signal
+import threading
 import sys
 import tempfile
 from pathlib import Path
@@ -428,11 +430,27 @@ def cmd_sim(ns: argparse.Namespace) -> int:
         return int(sim.run(ns))
 
 
+@contextlib.contextmanager
+def _sigterm_as_ctrl_c() -> Iterator[None]:
+    """SIGTERM (`timeout`, a CI runner's cancel, systemd) stops a command as Ctrl-C does: the
+    boards it started (a simulated or QEMU board runs in a session of its own, so no signal for
+    ours reaches it) are closed, not orphaned, and what was collected is written."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # only the main thread may set a handler; a caller's thread keeps its own
+        return
+    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one subcommand; every error ends here as one line and its exit status."""
     try:
         ns = build_parser().parse_args(argv)
-        return int(ns.func(ns))
+        with _sigterm_as_ctrl_c():
+            return int(ns.func(ns))
     except SystemExit as e:  # --help / --version
         return int(e.code or 0)
     except (errors.Error, KeyboardInterrupt) as e:

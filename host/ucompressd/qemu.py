@@ -633,19 +633,9 @@ def run(args: argparse.Namespace) -> int:
 
 
 def serve_forever(profile: boards.Profile, out: TextIO | None = None) -> int:
-    """`ucompressd sim --board qemu-m0`: one QEMU board until Ctrl-C; the first line is the port."""
-    import signal
-
+    """`ucompressd sim --board qemu-m0`: one QEMU board until Ctrl-C (cli.main makes SIGTERM
+    one, so QEMU, in a session of its own, does not outlive us); the first line is the port."""
     out = out or sys.stdout
-    # SIGTERM ends it like Ctrl-C, so QEMU (in a session of its own) does not outlive us.
-    previous = signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        return _serve(profile, out)
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def _serve(profile: boards.Profile, out: TextIO) -> int:
     with QemuBoard(profile, log=sys.stderr) as board:
         print(board.port, file=out)
         print(f"ucompressd sim: {board} on {board.port}, "
