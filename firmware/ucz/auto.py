@@ -33,6 +33,12 @@ BUSY_HALVES = const(1)
 # kswapd stalled the app for at most 1.6% of its time: twice below the slack.
 STALL_256THS = const(8)
 TRIAL_STALLS = const(4)
+# ... and a trial wins when it stalls the app for 1/32 less of its time at a pace at most 1/32
+# slower (within the 5% of rate auto may give up to the faster design): the way back
+# from inline taken on a trial's first 20 ms, whose free frames kswapd had not yet run down
+# (mixed data: a trial won on pace, then inline stalled the app for 6-12% of its time against
+# 0.3% handing off, and no trial of the hand-off was 12.5% faster to undo it).
+SLOWER_32NDS = const(33)
 
 
 class Auto:
@@ -153,7 +159,8 @@ class Auto:
         share = (stalled << 8) // wall
         if self.trial:
             self.trial = False
-            if cost * 8 < self.cost * MARGIN_8THS:
+            if (cost * 8 < self.cost * MARGIN_8THS or (share + STALL_256THS < self.stall
+                                                        and cost * 32 <= self.cost * SLOWER_32NDS)):
                 # The other design won: it is now the current one, counted as a switch.
                 c[C.KCOMPRESSD_AUTO_OFFLOAD if self.offload else C.KCOMPRESSD_AUTO_INLINE] += 1
                 self.cost = cost

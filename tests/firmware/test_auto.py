@@ -193,6 +193,34 @@ def test_a_trial_that_stalls_the_app_loses_at_once_whatever_its_pace():
         assert clock.t - t0 >= S.WINDOW_US and c[C.ALLOCSTALL] > 2 * S.TRIAL_STALLS
 
 
+def test_a_trial_that_stalls_the_app_far_less_wins_at_about_the_same_pace():
+    with _AutoOnClock() as (S, auto, pool, comp, clock):
+        auto = S.Auto(pool, False, False)  # starts inline, trials allowed (a second core)
+        c = pool.c
+
+        def batch(inline_us, offload_us, n=8):
+            # one batch at the pace of the design in force; inline stalls the app a quarter
+            # of its time (a stall per batch), the hand-off not at all
+            us = offload_us if auto.offload else inline_us
+            clock.t += us * n
+            c[C.PGSTEAL_KSWAPD] += n
+            if not auto.offload:
+                c[C.ALLOCSTALL] += 1
+                c[C.ALLOCSTALL_US] += us * n // 4
+            return auto.step(comp)
+
+        # The hand-off 1/16 slower: more than auto gives up for fewer stalls; trials, no switch.
+        per_window = _window_pages(S, 32) // 8  # batches
+        for _ in range(2 * S.PROBE_MAX * per_window):
+            batch(32, 34)
+        assert c[C.KCOMPRESSD_AUTO_PROBE] >= 3 and c[C.KCOMPRESSD_AUTO_OFFLOAD] == 0
+        # At inline's pace, it stalls the app 1/4 less: its next trial wins, counted.
+        for _ in range((S.PROBE_MAX + 2) * per_window):
+            if batch(32, 32) and not auto.trial:
+                break
+        assert auto.offload and c[C.KCOMPRESSD_AUTO_OFFLOAD] == 1
+
+
 def test_auto_on_one_core_stays_inline():
     from ucz import auto as S
 
