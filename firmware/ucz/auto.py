@@ -50,10 +50,10 @@ class Auto:
 
     It runs the current design and, every `probe` windows, one window of the other (a trial,
     kcompressd_auto_probe); the trial wins when it beats the current design's running cost
-    (mean of its recent windows) by the margin and does not stall the app more (see
-    STALL_256THS), and that switch is counted
-    (kcompressd_auto_inline / kcompressd_auto_offload). While handing off plainly pays (see
-    BUSY_HALVES) the trial of inline is skipped. Main thread only; allocates nothing.
+    (mean of its recent windows) by the margin, or at about its pace stalls the app far less
+    (SLOWER_32NDS); a trial that stalls the app more loses at once (STALL_256THS). A switch is
+    counted (kcompressd_auto_inline / kcompressd_auto_offload). While handing off plainly pays
+    (see BUSY_HALVES) the trial of inline is skipped. Main thread only; allocates nothing.
     """
 
     def __init__(self, pool, offload, same_core):
@@ -139,13 +139,8 @@ class Auto:
         stalled = c[C.ALLOCSTALL_US] - self.a0
         if (self.trial and c[C.ALLOCSTALL] - self.n0 >= TRIAL_STALLS
                 and (stalled << 8) > (self.stall + STALL_256THS) * wall):
-            # The trial stalls the app (see STALL_256THS): lost, whatever its pace.
-            self.trial = False
-            self.probe = min(self.probe * 2, PROBE_MAX)
-            self._set(not self.offload)
-            if comp is not None:
-                comp.doze = not self.offload
-            return self.offload
+            self._lose()  # the trial stalls the app (see STALL_256THS), whatever its pace
+            return self._chosen(comp)
         if pages < WINDOW_PAGES or wall < WINDOW_US:
             # (wall x 16 / WINDOW_PAGES) x 8 >= cost x MARGIN_8THS, kept in small ints
             if not (self.trial and wall >= WINDOW_US
@@ -158,18 +153,18 @@ class Auto:
         cost = (wall << 4) // pages
         share = (stalled << 8) // wall
         if self.trial:
-            self.trial = False
-            if (cost * 8 < self.cost * MARGIN_8THS or (share + STALL_256THS < self.stall
-                                                        and cost * 32 <= self.cost * SLOWER_32NDS)):
+            faster = cost * 8 < self.cost * MARGIN_8THS
+            calmer = share + STALL_256THS < self.stall and cost * 32 <= self.cost * SLOWER_32NDS
+            if faster or calmer:
                 # The other design won: it is now the current one, counted as a switch.
+                self.trial = False
                 c[C.KCOMPRESSD_AUTO_OFFLOAD if self.offload else C.KCOMPRESSD_AUTO_INLINE] += 1
                 self.cost = cost
                 self.stall = share
                 self.probe = PROBE_MIN
                 self._set(self.offload)
             else:
-                self.probe = min(self.probe * 2, PROBE_MAX)
-                self._set(not self.offload)  # back to the current design
+                self._lose()
         else:
             first = self.cost == 0
             self.cost = cost if first else (3 * self.cost + cost) >> 2
@@ -185,6 +180,16 @@ class Auto:
                 self._set(not self.offload)
             else:
                 self._set(self.offload)
+        return self._chosen(comp)
+
+    def _lose(self):
+        """The trial lost: back to the current design, the next trial twice as far off."""
+        self.trial = False
+        self.probe = min(self.probe * 2, PROBE_MAX)
+        self._set(not self.offload)
+
+    def _chosen(self, comp):
+        # A compressor thread polls slowly while auto compresses inline (see compressor._DOZE_MS).
         if comp is not None:
             comp.doze = not self.offload
         return self.offload

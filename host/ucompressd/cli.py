@@ -12,9 +12,9 @@ import contextlib
 import importlib
 import shutil
 import signal
-import threading
 import sys
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any, Iterator, NoReturn
 

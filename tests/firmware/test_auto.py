@@ -1,7 +1,8 @@
 # auto's decisions (ucz.auto) on a clock the test advances: switches and their counters, the
 # hysteresis, trials backing off, trials skipped while the hand-off plainly pays, the window's
-# page and time floors, a lost trial cut short (by its pace or by its stalls), and one core.
-# CPython and MicroPython (tests/mprun.py): plain asserts. Its allocation-free path is checked in test_pool.
+# page and time floors, a lost trial cut short (by its pace or by its stalls), a trial won by
+# stalling less, and one core. CPython and MicroPython (tests/mprun.py): plain asserts. Its
+# allocation-free path is checked in test_pool.
 from ucz import counters as C
 from ucz.pool import Pool
 from ucz.scanner import Scanner
@@ -43,6 +44,15 @@ def _window_pages(S, us_per_page):
     """Pages in one of auto's windows at this cost per page: WINDOW_PAGES, or more when those
     would take less than WINDOW_US."""
     return max(S.WINDOW_PAGES, -(-S.WINDOW_US // us_per_page))
+
+
+def _reclaim(c, clock, n, us_per_page, stall_us=0):
+    """n pages reclaimed at us_per_page, stall_us of that time in one allocation stall."""
+    clock.t += us_per_page * n
+    c[C.PGSTEAL_KSWAPD] += n
+    if stall_us:
+        c[C.ALLOCSTALL] += 1
+        c[C.ALLOCSTALL_US] += stall_us
 
 
 def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
@@ -124,8 +134,7 @@ def test_auto_windows_last_long_enough_and_a_lost_trial_ends_early():
         c = pool.c
 
         def batch(us_per_page, n=8):
-            clock.t += us_per_page * n
-            c[C.PGSTEAL_KSWAPD] += n
+            _reclaim(c, clock, n, us_per_page)
             return auto.step(comp)
 
         # 2 us a page: WINDOW_PAGES pages take a tenth of WINDOW_US; the window stays open (no
@@ -160,13 +169,8 @@ def test_a_trial_that_stalls_the_app_loses_at_once_whatever_its_pace():
     with _AutoOnClock() as (S, auto, pool, comp, clock):
         c = pool.c
 
-        def batch(us_per_page, stall_us=0, n=8):
-            # n pages reclaimed in us_per_page * n, of which stall_us in one allocation stall
-            clock.t += us_per_page * n
-            c[C.PGSTEAL_KSWAPD] += n
-            if stall_us:
-                c[C.ALLOCSTALL] += 1
-                c[C.ALLOCSTALL_US] += stall_us
+        def batch(us_per_page, stall_us=0):
+            _reclaim(c, clock, 8, us_per_page, stall_us)
             return auto.step(comp)
 
         # Handing off at 100 us a page with no stall; the first window ends in a trial.
@@ -198,15 +202,13 @@ def test_a_trial_that_stalls_the_app_far_less_wins_at_about_the_same_pace():
         auto = S.Auto(pool, False, False)  # starts inline, trials allowed (a second core)
         c = pool.c
 
-        def batch(inline_us, offload_us, n=8):
+        def batch(inline_us, offload_us):
             # one batch at the pace of the design in force; inline stalls the app a quarter
             # of its time (a stall per batch), the hand-off not at all
-            us = offload_us if auto.offload else inline_us
-            clock.t += us * n
-            c[C.PGSTEAL_KSWAPD] += n
-            if not auto.offload:
-                c[C.ALLOCSTALL] += 1
-                c[C.ALLOCSTALL_US] += us * n // 4
+            if auto.offload:
+                _reclaim(c, clock, 8, offload_us)
+            else:
+                _reclaim(c, clock, 8, inline_us, inline_us * 8 // 4)
             return auto.step(comp)
 
         # The hand-off 1/16 slower: more than auto gives up for fewer stalls; trials, no switch.
