@@ -6,21 +6,45 @@
 # (bytearray data is word aligned, page_size is a power of two), so ptr32 is safe on them.
 import micropython
 from micropython import const
-from .pagedata import page_kind, mix, VOCAB, VOFF
+from .pagedata import VOCAB, VOFF
 
 # Kind codes as module consts: viper inlines these, not names imported from pagedata.
 _ZERO = const(0)
 _PATTERN = const(1)
 _TEXT = const(2)
 _SENSOR = const(3)
+_MIXED = const(5)
 
 
 @micropython.viper
-def _fill(buf: ptr8, off: int, n: int, kind: int, x0: uint, voc: ptr8, voff: ptr8):
+def _fill(buf: ptr8, off: int, n: int, kind: int, seed: int, page: int, ver: int, voc: ptr8,
+          voff: ptr8):
     m = uint(0xFFFF) << 16 | uint(0xFFFF)
     a = uint(1664525)
     c = uint(1013904223)
-    x = x0
+    # pagedata.page_kind, then pagedata.mix, in machine words: in Python their 32-bit states
+    # are long ints on a 32-bit port, a few heap objects per page written (seen on ARMv6-M: a
+    # heap with the GC off ran out). A mixed page first takes its kind from version 0xFFFF.
+    v = 0xFFFF if kind == _MIXED else ver
+    while True:
+        x = (((uint(seed) & m) ^ uint(0x2545F491)) * a + c) & m
+        x = ((x ^ uint(page)) * a + c) & m
+        x = ((x ^ (uint(v) << 8)) * a + c) & m
+        x = (x * a + c) & m
+        if kind != _MIXED:
+            break
+        b = int(x >> 24) % 20
+        if b < 2:
+            kind = _ZERO
+        elif b < 5:
+            kind = _PATTERN
+        elif b < 11:
+            kind = _TEXT
+        elif b < 17:
+            kind = _SENSOR
+        else:
+            kind = 4  # RANDOM
+        v = ver
     end = off + n
     if kind == _ZERO:
         i = off
@@ -83,7 +107,7 @@ def _fill(buf: ptr8, off: int, n: int, kind: int, x0: uint, voc: ptr8, voff: ptr
 
 
 def fill(buf, off, n, kind, seed, page, ver):
-    _fill(buf, off, n, page_kind(kind, seed, page), mix(seed, page, ver), VOCAB, VOFF)
+    _fill(buf, off, n, kind, seed, page, ver, VOCAB, VOFF)
 
 
 @micropython.viper

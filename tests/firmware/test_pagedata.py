@@ -139,6 +139,18 @@ def test_mp_viper_twins_match_the_plain_code():
                 assert plain["csum"](a, 0, n) == V.csum(a, 0, n)
                 for off in (1, 2, 3):  # byte-assembled words, and every tail length
                     assert plain["csum"](a, off, n - off) == V.csum(a, off, n - off)
+    # Mixed data: the twin picks each page's kind itself, so every kind it can pick is hit,
+    # with the largest seed a run accepts too.
+    kinds = set()
+    for seed in (5, (1 << 30) - 1):
+        for page in range(60):
+            a = bytearray(256)
+            b = bytearray(256)
+            plain["fill"](a, 0, 256, pd.MIXED, seed, page, 3)
+            V.fill(b, 0, 256, pd.MIXED, seed, page, 3)
+            assert a == b, (seed, page)
+            kinds.add(plain["page_kind"](pd.MIXED, seed, page))
+    assert kinds == {pd.ZERO, pd.PATTERN, pd.TEXT, pd.SENSOR, pd.RANDOM}
     d1 = bytearray(300)
     d2 = bytearray(300)
     src = bytes(range(256)) + bytes(44)
