@@ -92,7 +92,7 @@ def on_board(name: str, quick: bool, timeout: float) -> dict[str, Any]:
                 c = instructions_per_byte(r["compress_us"][0], n, shift)
                 d = instructions_per_byte(r["decompress_us"][0], n, shift)
                 codec[kind] = {"impl": r.get("impl"), "compress_ipb": c, "decompress_ipb": d,
-                               "ratio": n / max(1, sum(r["sizes"])), "ok": r.get("ok"),
+                               "ratio": n / max(1, sum(r["sizes"])), "ok": r.get("roundtrip_ok"),
                                "raw": r}
             out["codec"] = codec
             if not quick:
@@ -102,7 +102,7 @@ def on_board(name: str, quick: bool, timeout: float) -> dict[str, Any]:
         cmp: dict[str, Any] = {}
         for mode in experiment.MODES:
             cfg = runner.config({**profile.defaults, "mode": mode, "ops": ops, "seed": 3})
-            b = experiment.Board(board.port, "qemu", str(board), profile=name,
+            b = experiment.Board(board.port, "qemu", str(board), profile=profile,
                                  image=board.image.info)
             cmp[mode] = experiment.run(b, cfg, timeout=max(timeout, 120))
         out["compare"] = {m: experiment.metrics(r) | {"elapsed_us": r["counters"]["elapsed_us"],

@@ -1,9 +1,8 @@
 # Freezes the ucz firmware into a MicroPython image (MicroPython's manifest format): a board's
 # manifest says include("<this repo>/firmware/manifest.py"). The QEMU boards do (ucompressd.qemu).
-# options.exclude: files the including board freezes another way. ARMv6-M (RP2040, qemu-m0)
-# freezes lz4_viper.py as source, compiled at import as on a Pico with .py files: mpy-cross
-# cannot emit its compressor there (a jump over 2 KiB), and ucz.lz4 then compresses in Python
-# (the decompressor, lz4dec_viper.py, is native code there all the same).
+# options.exclude: files the including board freezes another way. qemu-m0 (ARMv6-M, built from
+# MicroPython 1.25, whose Thumb-1 emitter cannot jump over 2 KiB) freezes lz4_viper.py as the
+# .mpy of a newer mpy-cross (1.26+ emits long jumps), or as source without one.
 import os
 
 metadata(description="ucompressd: paged memory with compressed reclaim (kswapd / kcompressd)")

@@ -65,10 +65,24 @@ def test_image_is_cached_by_what_goes_in(m0_profile, m0_image):
     assert again == m0_image and again.path.exists()
     assert (again.path.parent / "image.json").exists()
     assert again.source_version.startswith("1.25")
-    # ARMv6-M: mpy-cross cannot emit the viper compressor (a jump over 2 KiB); the viper
-    # decompressor, a module of its own, is frozen as native code.
-    assert "lz4_viper.py" in again.compiled_on_board
-    assert "lz4dec_viper.py" not in again.compiled_on_board
+    # ARMv6-M: 1.25's mpy-cross cannot emit the viper compressor (a jump over 2 KiB); the
+    # project's mpy-cross (1.28, a test dependency) can, and its .mpy is frozen instead.
+    assert again.cross_compiled == ("lz4_viper.py",) and again.compiled_on_board == ()
+    assert "mpy v6.3" in (again.cross_compiler or "")
+
+
+def test_only_a_newer_mpy_cross_emits_the_armv6m_compressor(m0_image, tmp_path):
+    # What the image build decides, file by file: the source's own mpy-cross refuses the viper
+    # compressor for ARMv6-M ("native method too big"), the project's emits it.
+    from ucompressd import staging
+
+    version, tree = qemu.fetch_source(qemu.cache_dir())
+    old = tree / "mpy-cross" / "build" / "mpy-cross"
+    assert qemu._needs_board_compile(old, "armv6m", tmp_path) == ["lz4_viper.py"]
+    assert qemu._cross_compile(["lz4_viper.py"], "armv6m", str(old), tmp_path / "a") == []
+    new = staging.mpy_cross_binary()
+    assert qemu._cross_compile(["lz4_viper.py"], "armv6m", new, tmp_path / "b") == ["lz4_viper.py"]
+    assert (tmp_path / "b" / "ucz" / "lz4_viper.mpy").stat().st_size > 0
 
 
 def test_hello_says_one_core_no_threads(m0):
@@ -122,7 +136,7 @@ def test_unaligned_32bit_viper_load_faults(m0):
 SUITE = sorted((REPO / "tests" / "firmware").glob("test_*.py"))
 
 
-@pytest.mark.timeout(1200)  # emulated ARMv6-M with the plain LZ4: minutes per file under load
+@pytest.mark.timeout(1200)  # emulated ARMv6-M: minutes per file under load
 @pytest.mark.parametrize("path", SUITE, ids=[p.stem for p in SUITE])
 def test_firmware_suite_on_qemu_m0(m0_profile, m0_suite_image, path: Path):
     # The frozen ucz is what runs (sys.path holds only .frozen); the repo is mounted so the
@@ -192,6 +206,9 @@ def test_codec_conformance_and_fuzz_on_qemu_m0(m0_profile, m0_suite_image, tmp_p
     lines = r.stdout.strip().splitlines()
     assert r.returncode == 0 and lines and lines[-1].startswith("OK "), r.stdout + r.stderr
     assert int(lines[-1].split()[1]) > 2500
+    # Both cores native on ARMv6-M: the compressor frozen from the newer mpy-cross's .mpy.
+    assert "lz4_viper.py" in m0_suite_image.cross_compiled
+    assert lines[-1].split()[2] == "viper", lines[-1]
     blocks = read_blocks(tmp_path / "blocks.bin")
     assert len(blocks) == len(pages)
     for page, (n, blk) in zip(pages, blocks):
@@ -248,3 +265,21 @@ def test_qemu_dying_is_a_board_error_not_a_hang(m0):
     while m0.alive and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not m0.alive and "exited with status -9" in m0.failure
+
+
+@pytest.mark.timeout(900)
+def test_bench_qemu_quick_on_qemu_m0(m0_image, tmp_path):
+    # The benchmark behind the ARMv6-M figures, end to end: both LZ4 cores native there, every
+    # design's run corrupt-free.
+    _tools()
+    out = tmp_path / "qemu.json"
+    r = subprocess.run([sys.executable, str(REPO / "benchmarks" / "bench_qemu.py"), "--quick",
+                        "--no-callgrind", "--board", M0, "--out", str(out)],
+                       capture_output=True, text=True, timeout=840, cwd=REPO)
+    assert r.returncode == 0, r.stdout + r.stderr
+    b = json.loads(out.read_text())["boards"][M0]
+    assert b["image"]["sha256"] == m0_image.sha256
+    for kind, c in b["codec"].items():
+        assert c["impl"] == "viper" and c["ok"] and c["compress_ipb"] > 0, (kind, c)
+    assert {m: r["corrupt"] for m, r in b["compare"].items()} == {"kswapd": 0, "kcompressd": 0,
+                                                                   "auto": 0}

@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import TextIO
 
 import ucz
-from ucompressd import boards
+from ucompressd import boards, staging
 from ucompressd.errors import Failure, InputError
 from ucompressd.sim import _read, _write, stop_bridge  # what both pty bridges share
 
@@ -236,23 +236,28 @@ class Image:
     source_version: str
     key: str  # the cache key: hash of everything that went in
     sha256: str  # of firmware.elf
-    compiled_on_board: tuple[str, ...]  # ucz files frozen as source (mpy-cross refused them)
+    compiled_on_board: tuple[str, ...]  # ucz files frozen as source (no mpy-cross took them)
+    # ucz files the source's mpy-cross refused, frozen as .mpy from the project's newer one
+    cross_compiled: tuple[str, ...] = ()
+    cross_compiler: str | None = None  # that mpy-cross's --version line
 
     @property
     def info(self) -> dict[str, object]:
         return {"path": str(self.path), "board": self.board, "heap": self.heap, "source": f"{SOURCE_PACKAGE} "
                 f"{self.source_version}", "key": self.key, "sha256": self.sha256,
-                "compiled_on_board": list(self.compiled_on_board)}
+                "compiled_on_board": list(self.compiled_on_board),
+                "cross_compiled": list(self.cross_compiled), "cross_compiler": self.cross_compiler}
 
 
 def _firmware_files() -> list[Path]:
     return sorted(FIRMWARE_DIR.glob("*.py"))
 
 
-def _image_key(profile: boards.Profile, version: str, qdir: Path, gcc: str, heap: int) -> str:
+def _image_key(profile: boards.Profile, version: str, qdir: Path, gcc: str, heap: int,
+               cross: str | None) -> str:
     assert profile.qemu is not None
     h = hashlib.sha256()
-    h.update(f"{version}\0{heap}\0{profile.qemu.board_dir}\0{gcc}\0".encode())
+    h.update(f"{version}\0{heap}\0{profile.qemu.board_dir}\0{gcc}\0{cross}\0".encode())
     files = [*sorted(p for p in qdir.glob("*") if p.is_file()),
              *sorted((qdir / profile.qemu.board_dir).glob("*")), *_firmware_files()]
     if MANIFEST.exists():
@@ -269,9 +274,8 @@ def _mpy_arch(board_dir: Path) -> str:
 
 
 def _needs_board_compile(mpy_cross: Path, arch: str, tmp: Path) -> list[str]:
-    """ucz files mpy-cross cannot emit for `arch` (ARMv6-M: a viper jump over 2 KiB is
-    "native method too big"). They are frozen as source and compiled at import, as on a real
-    board given .py files, where the same error makes ucz fall back to its Python code."""
+    """ucz files the source's mpy-cross cannot emit for `arch` (MicroPython 1.25 on ARMv6-M:
+    a viper jump over 2 KiB is "native method too big")."""
     out = []
     for f in _firmware_files():
         proc = subprocess.run([str(mpy_cross), f"-march={arch}", "-o", str(tmp / "x.mpy"), str(f)],
@@ -283,12 +287,44 @@ def _needs_board_compile(mpy_cross: Path, arch: str, tmp: Path) -> list[str]:
     return out
 
 
-def _manifest(build: Path, on_board: list[str]) -> Path:
+def _cross_compiler(source_mpy_cross: Path) -> tuple[str, str] | None:
+    """(binary, --version line) of the project's mpy-cross (the one `deploy --mpy` uses) when
+    it emits the .mpy version the source's own loads; None without one."""
+    try:
+        binary = staging.mpy_cross_binary()
+        version, line = staging.mpy_cross_about(binary)
+        if version != staging.mpy_cross_version(str(source_mpy_cross)):
+            return None
+    except staging.ToolchainError:
+        return None
+    return binary, line
+
+
+def _cross_compile(refused: list[str], arch: str, binary: str, stage: Path) -> list[str]:
+    """Compile the refused files with the newer mpy-cross into stage/ucz/*.mpy; returns the
+    ones it took. MicroPython 1.26 gave the ARMv6-M emitter long jumps (PR #17293): a Pico
+    on such firmware gets this very code from `deploy --mpy`. Its .mpy version is the one
+    the 1.25 runtime loads, the native ABI it names included."""
+    took = []
+    (stage / "ucz").mkdir(parents=True, exist_ok=True)
+    for name in refused:
+        src = FIRMWARE_DIR / name
+        try:
+            staging.compile_mpy(src, stage / "ucz" / (src.stem + ".mpy"), arch, binary)
+        except staging.CompileError:
+            continue  # it refuses it too: compiled at import on the board, as before
+        took.append(name)
+    return took
+
+
+def _manifest(build: Path, on_board: list[str], cross: list[str], cross_stage: Path) -> Path:
+    """on_board: frozen as source; cross: frozen as the .mpy files _cross_compile staged."""
     lines = ['include("$(MPY_DIR)/extmod/asyncio")']
+    elsewhere = (*on_board, *cross)
     if MANIFEST.exists():
-        lines.append(f"include({str(MANIFEST)!r}, exclude={tuple(on_board)!r})")
+        lines.append(f"include({str(MANIFEST)!r}, exclude={elsewhere!r})")
     else:  # an installed (not editable) ucompressd: freeze the installed package
-        files = [f.name for f in _firmware_files() if f.name not in on_board]
+        files = [f.name for f in _firmware_files() if f.name not in elsewhere]
         lines.append(f"package('ucz', files={files!r}, base_path={str(FIRMWARE_DIR.parent)!r})")
     if on_board:
         stage = build / "on-board" / "ucz"
@@ -296,6 +332,8 @@ def _manifest(build: Path, on_board: list[str]) -> Path:
         for name in on_board:
             shutil.copyfile(FIRMWARE_DIR / name, stage / name)
         lines.append(f"freeze_as_str({str(stage.parent)!r})")
+    if cross:
+        lines.append(f"freeze_mpy({str(cross_stage)!r})")
     path = build / "manifest.py"
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -349,14 +387,20 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         gcc = subprocess.run(["arm-none-eabi-gcc", "-dumpversion"], capture_output=True,
                              text=True).stdout.strip()
         heap = heap or profile.memory.heap
-        key = _image_key(profile, version, qdir, gcc, heap)
+        mpy_cross = tree / "mpy-cross" / "build" / "mpy-cross"
+        if not mpy_cross.exists():  # the source's own: it says which files need another one
+            _run(["make", "-j", str(max(1, os.cpu_count() or 1)), "-C", str(tree / "mpy-cross")],
+                 cache / "mpy-cross.log", "building mpy-cross")
+        cross = _cross_compiler(mpy_cross)
+        key = _image_key(profile, version, qdir, gcc, heap, cross and cross[1])
         label = profile.name if heap == profile.memory.heap else f"{profile.name}-heap{heap}"
         out = cache / "images" / f"{label}-{key}"
         info_file = out / "image.json"
         if info_file.exists() and not force:
             info = json.loads(info_file.read_text())
             return Image(out / "firmware.elf", profile.name, heap, version, key, info["sha256"],
-                         tuple(info["compiled_on_board"]))
+                         tuple(info["compiled_on_board"]), tuple(info.get("cross_compiled", ())),
+                         info.get("cross_compiler"))
         t0 = time.monotonic()
         _say(log, f"building {profile.name} ({profile.qemu.board_dir}, heap {heap}) from "
                   f"{SOURCE_PACKAGE} {version}")
@@ -366,11 +410,12 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         work.mkdir(parents=True)
         blog = work / "build.log"
         jobs = str(max(1, os.cpu_count() or 1))
-        mpy_cross = tree / "mpy-cross" / "build" / "mpy-cross"
-        if not mpy_cross.exists():
-            _run(["make", "-j", jobs, "-C", str(tree / "mpy-cross")], blog, "building mpy-cross")
-        on_board = _needs_board_compile(mpy_cross, _mpy_arch(board_dir), work)
-        manifest = _manifest(work, on_board)
+        arch = _mpy_arch(board_dir)
+        on_board = _needs_board_compile(mpy_cross, arch, work)
+        stage = work / "cross"
+        took = _cross_compile(on_board, arch, cross[0], stage) if cross and on_board else []
+        on_board = [f for f in on_board if f not in took]
+        manifest = _manifest(work, on_board, took, stage)
         _run(["make", "-j", jobs, "-C", str(tree / "ports" / "qemu"),
               f"BOARD={profile.qemu.board_dir}", f"BOARD_DIR={board_dir}",
               f"BUILD={work / 'obj'}", f"MICROPY_HEAP_SIZE={heap}",
@@ -380,7 +425,8 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         shutil.copyfile(elf, tmp / "firmware.elf")
         shutil.copyfile(blog, tmp / "build.log")
         sha = hashlib.sha256(elf.read_bytes()).hexdigest()
-        img = Image(out / "firmware.elf", profile.name, heap, version, key, sha, tuple(on_board))
+        img = Image(out / "firmware.elf", profile.name, heap, version, key, sha, tuple(on_board),
+                    tuple(took), cross[1] if took and cross else None)
         (tmp / "image.json").write_text(json.dumps({**img.info, "build_s": round(
             time.monotonic() - t0, 1)}, indent=1) + "\n")
         shutil.rmtree(out, ignore_errors=True)

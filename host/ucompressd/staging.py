@@ -76,17 +76,24 @@ def mpy_cross_binary() -> str:
         ) from None
 
 
-def mpy_cross_version(binary: str | None = None) -> tuple[int, int]:
-    """The .mpy version (major, sub) this mpy-cross emits ("mpy-cross emitting mpy v6.3")."""
+def mpy_cross_about(binary: str | None = None) -> tuple[tuple[int, int], str]:
+    """The .mpy version (major, sub) this mpy-cross emits, and its --version line
+    ("MicroPython v1.28.0 on ...; mpy-cross emitting mpy v6.3")."""
     binary = binary or mpy_cross_binary()
     try:
         out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30)
     except (OSError, subprocess.TimeoutExpired) as e:
         raise ToolchainError(f"cannot run {binary}: {e}") from None
-    m = re.search(r"mpy v(\d+)\.(\d+)", out.stdout + out.stderr)
+    line = (out.stdout + out.stderr).strip()
+    m = re.search(r"mpy v(\d+)\.(\d+)", line)
     if not m:
         raise ToolchainError(f"{binary} --version says {out.stdout.strip()!r}: not mpy-cross?")
-    return int(m.group(1)), int(m.group(2))
+    return (int(m.group(1)), int(m.group(2))), line
+
+
+def mpy_cross_version(binary: str | None = None) -> tuple[int, int]:
+    """The .mpy version (major, sub) this mpy-cross emits."""
+    return mpy_cross_about(binary)[0]
 
 
 def small_int_bits(arch: str | None) -> int:

@@ -338,7 +338,7 @@ def test_a_page_found_incompressible_is_tried_inline_after_a_write():
 def test_mp_hot_paths_do_not_allocate():
     # The GC must not be what the counters measure: faults, direct reclaim, the ring and
     # the compressor's writeback allocate nothing once warm. That is the viper codec's promise:
-    # the plain core allocates (where viper cannot be used: ARMv6-M, see firmware/manifest.py).
+    # the plain core allocates (where viper cannot be used: ARMv6-M before MicroPython 1.26).
     _needs_viper_codec()
     pool, sc, comp = _pool(npages=128, nframes=32, ps=1024)
     wl = Workload(UNIFORM, 128, 5, 30)

@@ -5,7 +5,7 @@
 # <records in>, written by the CPython side: per record u32 n, n page bytes, u8 count, then
 # count times (u8 tag length, tag, u32 block length, block) with blocks from the C library
 # ("default" = LZ4_compress_default). <blocks out>: per record u32 n, u32 length, the block
-# this port's lz4.compress made, for the C library to decode. Plain asserts; prints "OK n".
+# this port's lz4.compress made, for the C library to decode. Plain asserts; prints "OK n impl".
 import gc
 import struct
 import sys
@@ -22,7 +22,7 @@ from ucz.compat import has_viper
 
 V = lz4._vc  # the viper compressor
 VD = lz4._vd  # the viper decompressor, loaded on its own
-# ARMv6-M (RP2040, qemu-m0): the native emitter may refuse the viper compressor (a jump over
+# ARMv6-M (RP2040, qemu-m0): a MicroPython before 1.26 refuses the viper compressor (a jump over
 # 2 KiB: "native method too big"); the decompressor must load natively all the same.
 ARMV6M = (getattr(sys.implementation, "_mpy", 0) >> 10) & 0xF == 4
 assert (VD is not None) == has_viper(), "lz4dec_viper did not import: %s" % lz4.VIPER_ERROR
@@ -257,4 +257,4 @@ if _thread is not None:
     assert state["bad"] == 0, "parallel compression with own tables went wrong"
     checks += 1
 
-print("OK", checks)
+print("OK", checks, lz4.IMPL)
