@@ -242,3 +242,32 @@ def test_auto_on_one_core_stays_inline():
     finally:
         S.ticks_us = real
     assert c[C.KCOMPRESSD_AUTO_PROBE] == 0 and sc.auto.cost > 0  # measured, never tried
+
+
+def test_auto_on_one_core_makes_no_compressor():
+    # A task compressor shares the app's core, so auto never hands off to one: the runner makes
+    # none (it and auto's bookkeeping cost a one-core run time), and auto runs kswapd.
+    from ucz import runner
+    from ucz.compat import THREADS
+
+    made = []
+    real = runner.Compressor
+
+    def spy(pool, placement, slice_us):
+        made.append(placement)
+        return real(pool, placement, slice_us)
+
+    runner.Compressor = spy
+    try:
+        small = {"pages": 64, "frames": 16, "page_size": 256, "ops": 600, "data": "mixed"}
+        r = runner.run(runner.config(dict(small, mode="auto", compressor="task")))
+        assert made == []
+        c = r["counters"]
+        assert c["pswpout"] > 0 and c["corrupt"] == 0 and c["kcompressd_enqueue"] == 0
+        runner.run(runner.config(dict(small, mode="kcompressd", compressor="task")))
+        assert made == ["task"]
+        if THREADS:
+            runner.run(runner.config(dict(small, mode="auto", compressor="thread")))
+            assert made == ["task", "thread"]
+    finally:
+        runner.Compressor = real
