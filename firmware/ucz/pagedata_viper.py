@@ -13,6 +13,7 @@ _ZERO = const(0)
 _PATTERN = const(1)
 _TEXT = const(2)
 _SENSOR = const(3)
+_RANDOM = const(4)
 _MIXED = const(5)
 
 
@@ -43,7 +44,7 @@ def _fill(buf: ptr8, off: int, n: int, kind: int, seed: int, page: int, ver: int
         elif b < 17:
             kind = _SENSOR
         else:
-            kind = 4  # RANDOM
+            kind = _RANDOM
         v = ver
     end = off + n
     if kind == _ZERO:
