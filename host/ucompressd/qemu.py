@@ -387,10 +387,11 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         gcc = subprocess.run(["arm-none-eabi-gcc", "-dumpversion"], capture_output=True,
                              text=True).stdout.strip()
         heap = heap or profile.memory.heap
+        jobs = str(max(1, os.cpu_count() or 1))
         mpy_cross = tree / "mpy-cross" / "build" / "mpy-cross"
         if not mpy_cross.exists():  # the source's own: it says which files need another one
-            _run(["make", "-j", str(max(1, os.cpu_count() or 1)), "-C", str(tree / "mpy-cross")],
-                 cache / "mpy-cross.log", "building mpy-cross")
+            _run(["make", "-j", jobs, "-C", str(tree / "mpy-cross")], cache / "mpy-cross.log",
+                 "building mpy-cross")
         cross = _cross_compiler(mpy_cross)
         key = _image_key(profile, version, qdir, gcc, heap, cross and cross[1])
         label = profile.name if heap == profile.memory.heap else f"{profile.name}-heap{heap}"
@@ -409,7 +410,6 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         blog = work / "build.log"
-        jobs = str(max(1, os.cpu_count() or 1))
         arch = _mpy_arch(board_dir)
         on_board = _needs_board_compile(mpy_cross, arch, work)
         stage = work / "cross"
