@@ -51,6 +51,23 @@ def test_handshake_and_requests(fake):
     assert b.mode == "friendly"  # bye, then Ctrl-B: the board is back at its REPL
 
 
+def test_a_port_failing_in_termios_is_a_disconnected_board(fake, monkeypatch):
+    # pyserial's flush() calls tcdrain bare: on the pty of a board that died it raises
+    # termios.error (EIO), which is no OSError (seen when QEMU was killed mid-session).
+    termios = pytest.importorskip("termios")
+    from ucompressd.session import Disconnected
+
+    b = fake()
+    with Link(b.url, timeout=10) as link:
+        def tcdrain_fails() -> None:
+            raise termios.error(5, "Input/output error")
+
+        monkeypatch.setattr(link._t.serial, "flush", tcdrain_fails)
+        with pytest.raises(Disconnected, match="board disconnected"):
+            link.request("hello", timeout=10)
+        monkeypatch.undo()
+
+
 def test_protocol_mismatch_is_refused_with_a_deploy_hint(fake, monkeypatch):
     other = types.SimpleNamespace(**{k: getattr(wire, k) for k in dir(wire) if k.isupper()})
     other.PROTO = wire.PROTO + 1

@@ -24,6 +24,17 @@ from typing import Callable, Iterator
 
 import serial
 
+try:
+    import termios
+
+    _TERMIOS: tuple[type[Exception], ...] = (termios.error,)
+except ImportError:  # not a POSIX host
+    _TERMIOS = ()
+
+# What a port that went away raises: pyserial's own error, the OS's, and termios's, which is
+# neither (pyserial's flush() calls tcdrain bare: a pty whose board died fails it with EIO).
+PORT_ERRORS = (serial.SerialException, OSError, *_TERMIOS)
+
 from ucompressd.errors import Failure, InputError
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
@@ -170,7 +181,7 @@ class Session:
                 seen = out.getvalue()
                 said = f" (last output {_tail(seen)})" if seen.strip() else ""
                 raise BoardError(f"{self.url}: {doing}: {e}{said}") from None
-            except (serial.SerialException, OSError) as e:
+            except PORT_ERRORS as e:
                 raise Disconnected(f"{self.url}: {doing}: board disconnected ({e})") from None
 
     def _exec_error(self, doing: str, error_output: str) -> ExecError:
@@ -271,7 +282,7 @@ class Session:
                 if time.monotonic() >= deadline:
                     return b""
                 time.sleep(POLL_S)
-        except (serial.SerialException, OSError) as e:
+        except PORT_ERRORS as e:
             raise Disconnected(f"{self.url}: board disconnected ({e})") from None
 
     def _watch(self, data: bytes) -> bytes:
@@ -289,7 +300,7 @@ class Session:
         try:
             self.serial.write(data)
             self.serial.flush()
-        except (serial.SerialException, OSError) as e:
+        except PORT_ERRORS as e:
             raise Disconnected(f"{self.url}: board disconnected ({e})") from None
 
     def expect(self, marker: bytes, deadline: float, doing: str) -> bytes:
