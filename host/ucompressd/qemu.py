@@ -392,8 +392,8 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         if not mpy_cross.exists():  # the source's own: it says which files need another one
             _run(["make", "-j", jobs, "-C", str(tree / "mpy-cross")], cache / "mpy-cross.log",
                  "building mpy-cross")
-        cross = _cross_compiler(mpy_cross)
-        key = _image_key(profile, version, qdir, gcc, heap, cross and cross[1])
+        cross_bin, cross_line = _cross_compiler(mpy_cross) or (None, None)
+        key = _image_key(profile, version, qdir, gcc, heap, cross_line)
         label = profile.name if heap == profile.memory.heap else f"{profile.name}-heap{heap}"
         out = cache / "images" / f"{label}-{key}"
         info_file = out / "image.json"
@@ -413,7 +413,7 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         arch = _mpy_arch(board_dir)
         on_board = _needs_board_compile(mpy_cross, arch, work)
         stage = work / "cross"
-        took = _cross_compile(on_board, arch, cross[0], stage) if cross and on_board else []
+        took = _cross_compile(on_board, arch, cross_bin, stage) if cross_bin and on_board else []
         on_board = [f for f in on_board if f not in took]
         manifest = _manifest(work, on_board, took, stage)
         _run(["make", "-j", jobs, "-C", str(tree / "ports" / "qemu"),
@@ -426,7 +426,7 @@ def build(profile: boards.Profile, log: TextIO | None = None, force: bool = Fals
         shutil.copyfile(blog, tmp / "build.log")
         sha = hashlib.sha256(elf.read_bytes()).hexdigest()
         img = Image(out / "firmware.elf", profile.name, heap, version, key, sha, tuple(on_board),
-                    tuple(took), cross[1] if took and cross else None)
+                    tuple(took), cross_line if took else None)
         (tmp / "image.json").write_text(json.dumps({**img.info, "build_s": round(
             time.monotonic() - t0, 1)}, indent=1) + "\n")
         shutil.rmtree(out, ignore_errors=True)

@@ -24,6 +24,8 @@ from typing import Callable, Iterator
 
 import serial
 
+from ucompressd.errors import Failure, InputError
+
 try:
     import termios
 
@@ -34,8 +36,6 @@ except ImportError:  # not a POSIX host
 # What a port that went away raises: pyserial's own error, the OS's, and termios's, which is
 # neither (pyserial's flush() calls tcdrain bare: a pty whose board died fails it with EIO).
 PORT_ERRORS = (serial.SerialException, OSError, *_TERMIOS)
-
-from ucompressd.errors import Failure, InputError
 
 RAW_BANNER = b"raw REPL; CTRL-B to exit\r\n"
 RAW_PROMPT = RAW_BANNER + b">"
@@ -155,7 +155,7 @@ class Session:
                 self.t = SerialTransport(url, baudrate=BAUD, timeout=MPREMOTE_READ_S)
         except TransportError:
             raise PortError(f"cannot open port {url}: {_open_reason(url)}") from None
-        except (serial.SerialException, OSError, ValueError) as e:
+        except (*PORT_ERRORS, ValueError) as e:
             raise PortError(f"cannot open port {url}: {_why(e)}") from None
         self.serial = self.t.serial
 
@@ -339,7 +339,7 @@ def _open_reason(url: str) -> str:
     once more (the port did not open, so this toggles no line of a board)."""
     try:
         s = serial.serial_for_url(url, baudrate=BAUD, timeout=0, exclusive=True)
-    except (serial.SerialException, OSError, ValueError) as e:
+    except (*PORT_ERRORS, ValueError) as e:
         return _why(e)
     s.close()
     return "failed to access it"
