@@ -174,3 +174,20 @@ def test_bench_zram_quick_on_the_simulated_board(tmp_path: Path) -> None:
     # Text compresses: the log holds more than the ring of the same RAM.
     t = doc["summary"]["text"]
     assert t["zramlog kcompressd/thread"]["bytes"]["median"] > t["ring"]["bytes"]["median"]
+
+
+def test_host_speed_quick(tmp_path: Path) -> None:
+    proc, doc = run_script("host_speed.py", tmp_path / "host.json")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    check_targets(doc, ["quiet cores: slow level / fast level, worst CPU",
+                        "one CPU of ours busy slows the other"], proc.stdout)
+    assert len(doc["cpus"]) == 2
+    for cpu, r in doc["cpus"].items():
+        n = len(r["windows"])
+        assert 4 / doc["window_s"] - 2 <= n <= 4 / doc["window_s"] + 1, (cpu, n)
+        assert 0 < r["fast_ms"] <= r["slow_ms"] and r["ratio"] >= 1, r
+        assert 0 <= r["slow_share"] <= 1 and 0 <= r["flips"] < n and r["dwell_s"] > 0, r
+        assert 0 <= r["steal_share"] <= 1, r
+    assert 0 <= doc["both_fast_share"] <= 1
+    s = doc["sibling"]
+    assert s["idle_ms"] > 0 and s["cost"] == pytest.approx(s["busy_ms"] / s["idle_ms"])
