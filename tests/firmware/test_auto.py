@@ -1,5 +1,5 @@
 # auto's decisions (ucz.auto) on a clock the test advances: switches and their counters, the
-# hysteresis, trials backing off, trials skipped while the hand-off plainly pays, the window's
+# hysteresis, a trial's win confirmed, trials backing off, trials skipped while the hand-off plainly pays, the window's
 # page and time floors, a lost trial cut short (by its pace or by its stalls), a trial won by
 # stalling less, and one core. CPython and MicroPython (tests/mprun.py): plain asserts. Its
 # allocation-free path is checked in test_pool.
@@ -68,7 +68,9 @@ def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
 
         # Hand-off costs 100 us a page, inline 40: the first trial of inline wins.
         assert window(100) is False and c[C.KCOMPRESSD_AUTO_PROBE] == 1  # trial: inline
-        assert window(40) is False  # the trial won: inline for good, counted
+        assert window(40) is True  # the trial won; a window of hand-off confirms it
+        assert c[C.KCOMPRESSD_AUTO_INLINE] == 0 and auto.confirm
+        assert window(100) is False  # confirmed: inline for good, counted
         assert c[C.KCOMPRESSD_AUTO_INLINE] == 1 and c[C.KCOMPRESSD_OFFLOADING] == 0
         assert comp.doze  # the thread stops polling the ring hard while nothing comes
         # Now hand-off would be slightly cheaper, but within the margin: no flapping.
@@ -96,6 +98,30 @@ def test_auto_switches_to_the_design_that_costs_less_and_counts_it():
         assert designs.count(True) > 3 * len(designs) // 4
         if offload:
             assert not comp.doze
+
+
+def test_a_host_that_speeds_up_at_a_trial_does_not_make_the_worse_design_win():
+    # Handing off costs 50 us a page, inline 60: the hand-off is better. The host's core gets
+    # 1.75x faster just as the first trial of inline starts, and stays so: the trial beats the
+    # running cost by far more than the margin, but not the window after it.
+    with _AutoOnClock() as (S, auto, pool, comp, clock):
+        c = pool.c
+        speed = [4]  # us per page x 4 / speed
+
+        def window():
+            us = (50 if auto.offload else 60) * 4 // speed[0]
+            n = _window_pages(S, us)
+            clock.t += us * n
+            c[C.PGSTEAL_KSWAPD] += n
+            return auto.step(comp)
+
+        assert window() is False and auto.trial  # the first window ends in a trial of inline
+        speed[0] = 7
+        assert window() is True and auto.confirm  # the trial won against the slow past
+        for _ in range(4 * S.PROBE_MAX):
+            window()
+        assert c[C.KCOMPRESSD_AUTO_PROBE] >= 3  # trials went on, and lost
+        assert c[C.KCOMPRESSD_AUTO_INLINE] == 0 and auto.offload
 
 
 def test_auto_skips_trials_while_the_hand_off_plainly_pays():
@@ -160,9 +186,13 @@ def test_auto_windows_last_long_enough_and_a_lost_trial_ends_early():
         while c[C.KCOMPRESSD_AUTO_PROBE] < 2:
             batch(100)
         t0 = clock.t
-        while not c[C.KCOMPRESSD_AUTO_INLINE]:
-            assert batch(20) is False and clock.t - t0 <= S.WINDOW_US
-        assert clock.t - t0 >= S.WINDOW_US
+        while auto.trial:
+            offload = batch(20)
+            assert clock.t - t0 <= S.WINDOW_US
+        assert clock.t - t0 >= S.WINDOW_US and offload and auto.confirm  # won; to confirm
+        while auto.confirm:
+            batch(100)
+        assert c[C.KCOMPRESSD_AUTO_INLINE] == 1 and not auto.offload
 
 
 def test_a_trial_that_stalls_the_app_loses_at_once_whatever_its_pace():
@@ -192,9 +222,12 @@ def test_a_trial_that_stalls_the_app_loses_at_once_whatever_its_pace():
             pass
         assert c[C.KCOMPRESSD_AUTO_PROBE] == 2 and auto.trial
         t0 = clock.t
-        while not c[C.KCOMPRESSD_AUTO_INLINE]:
-            assert batch(40, stall_us=4) is False
+        while auto.trial:
+            batch(40, stall_us=4)
         assert clock.t - t0 >= S.WINDOW_US and c[C.ALLOCSTALL] > 2 * S.TRIAL_STALLS
+        while auto.confirm:
+            batch(100)  # the window of the hand-off that confirms the win
+        assert c[C.KCOMPRESSD_AUTO_INLINE] == 1 and not auto.offload
 
 
 def test_a_trial_that_stalls_the_app_far_less_wins_at_about_the_same_pace():
