@@ -5,6 +5,7 @@ import sys
 MICROPYTHON = sys.implementation.name == "micropython"
 
 if MICROPYTHON:
+    import micropython  # for @micropython.native, which the compiler reads by its name
     from micropython import const
     from time import ticks_us, ticks_ms, ticks_diff, sleep_ms, sleep_us
     import asyncio
@@ -16,6 +17,11 @@ else:
 
     def const(x):
         return x
+
+    class micropython:  # CPython: the firmware's @micropython.native changes nothing here
+        @staticmethod
+        def native(f):
+            return f
 
     _T0 = _time.perf_counter_ns()
 

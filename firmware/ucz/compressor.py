@@ -4,7 +4,8 @@
 # It drains in batches: one lock round takes up to pool.batch pages (-> WRITEBACK), then each
 # page: compress (no lock; its frame is ours to read) -> place (slot under the lock, filled
 # outside) -> publish (lock), dropped if the app rescued the page meanwhile.
-from .compat import const, asyncio, ticks_us, ticks_diff, sleep_us, start_new_thread, sleep_ms, Wakeup
+from .compat import (const, asyncio, ticks_us, ticks_diff, sleep_us, start_new_thread, sleep_ms,
+                     Wakeup, micropython)
 from . import counters as C
 from .pool import Scratch
 
@@ -57,6 +58,7 @@ class Compressor:
                 raise RuntimeError("compressor thread did not stop")
             sleep_ms(1)
 
+    @micropython.native  # a hot path: see NATIVE in pool.py
     def _drain(self):
         """Take a batch from the ring (one lock round) and store each page; returns how many."""
         pool = self.pool

@@ -25,7 +25,16 @@
 # (acquire(0)) instead of sleeping: on the unix port a blocked acquire is a futex round trip
 # that cost more than the section (measured), and rp2's core 1 has nothing else to run. Each
 # section is a try/finally, so a Ctrl-C inside one cannot leave the lock held.
-from .compat import const, allocate_lock, ticks_us, ticks_diff, zeros, itemsize
+# NATIVE: the functions run per access or per page here, in the scanner and in the compressor
+# are @micropython.native. A bytecode function whose locals and stack pass 11 words takes its
+# frame from the GC heap on every call (py/objfun.c, VM_MAX_STATE_ON_STACK), under the GC's
+# mutex; with the compressor thread doing the same on the other core, both queue on it.
+# Measured on the unix port: such calls ran 2-4x slower while a second thread made them too
+# (not while it spun on locals), and in kcompressd mode at 1 KiB pages the app's core was
+# 1.5-2x slower at everything. Native code keeps its frame on the C stack, and runs faster.
+# Its price is code: +10 KB of .mpy for armv6m, in RAM unless frozen. tests/test_frames.py
+# checks that these functions have no heap frame.
+from .compat import const, allocate_lock, ticks_us, ticks_diff, zeros, itemsize, micropython
 from . import counters as C
 from . import lz4
 from .pagedata import fill, csum, same_word, memset32, copy, set_word
@@ -194,6 +203,7 @@ class Pool:
 
     # -- frames and faults (main thread) -------------------------------------------------------
 
+    @micropython.native  # see NATIVE
     def get_frame(self):
         """A free frame for a fault, reclaiming directly when free <= min; -1 when none at all."""
         f = -1
@@ -238,6 +248,7 @@ class Pool:
             c[C.PGALLOC] += 1
         return f
 
+    @micropython.native  # see NATIVE
     def touch(self, p, write):
         """One access of page p by the app: map it, verify what is read, write a new version.
 
@@ -294,6 +305,7 @@ class Pool:
             lk.release()
         return f
 
+    @micropython.native  # see NATIVE
     def _fault(self, p):
         f = self.get_frame()
         if f < 0:
@@ -351,6 +363,7 @@ class Pool:
 
     # -- storing a page: compress (no lock), place (slot under the lock), publish (lock) ----------
 
+    @micropython.native  # see NATIVE
     def compress(self, p, f, sc, same=False):
         """Encode page p from frame f into sc; return -1 (same-filled), P (store raw) or LZ4 bytes.
         same: the caller found it same-filled already, its word in sc.word (cheap()).
@@ -374,6 +387,7 @@ class Pool:
         sc.busy += t
         return n
 
+    @micropython.native  # see NATIVE
     def place(self, f, n, sc):
         """Allocate a zpool slot for an encoded page and fill it; -1 when the zpool is full.
 
@@ -406,6 +420,7 @@ class Pool:
         sc.busy += t
         return h
 
+    @micropython.native  # see NATIVE
     def publish(self, p, f, n, h, sc, steal):
         """Make page p stored (slot h, or same-filled) and free frame f; caller holds the lock."""
         c = self.c
@@ -435,6 +450,7 @@ class Pool:
         c[steal] += 1
         c[C.COMPRESS_US] += sc.us
 
+    @micropython.native  # see NATIVE
     def store_inline(self, p, steal, same=False):
         """Reclaim resident page p synchronously (scanner in kswapd mode, fallback, direct).
 
@@ -470,6 +486,7 @@ class Pool:
 
     # -- the kcompressd ring -----------------------------------------------------------------------
 
+    @micropython.native  # see NATIVE
     def enqueue_batch(self, pages, n):
         """Isolate resident pages pages[0:n] into the ring in one lock round; returns how many
         went in (the first k of them: a full ring takes no more)."""
@@ -505,6 +522,7 @@ class Pool:
             lk.release()
         return n
 
+    @micropython.native  # see NATIVE
     def dequeue_batch(self, sc, nmax):
         """Take up to nmax still-queued pages, oldest first (-> WRITEBACK), in one lock round.
 
@@ -573,6 +591,7 @@ class Pool:
         self.wbgen[p] = g
         return g
 
+    @micropython.native  # see NATIVE
     def writeback(self, p, sc, steal):
         """Compress a dequeued page (frame sc.frame, claim sc.gen) and publish it unless the app
         rescued it meanwhile (or it was claimed again since); True when its frame was freed."""

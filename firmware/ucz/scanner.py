@@ -8,7 +8,7 @@
 #                    (same-filled, known incompressible) never cross cores: stored inline;
 #   auto mode:       per batch, one or the other, chosen by measurement (ucz.auto).
 # Direct reclaim (an allocation that found free <= min) uses the same CLOCK hand, synchronously.
-from .compat import asyncio, ticks_us, ticks_diff, Wakeup
+from .compat import asyncio, ticks_us, ticks_diff, Wakeup, micropython
 from . import counters as C
 from .pool import RESIDENT, STATE, REF, NONE, PICKED, CHEAP_SAME
 
@@ -48,6 +48,7 @@ class Scanner:
             if self.event is not None:
                 self.event.set()
 
+    @micropython.native  # a hot path: see NATIVE in pool.py
     def pick(self, scan):
         """Next victim under the CLOCK hand, or -1 when no page is resident. Main thread only."""
         pool = self.pool
@@ -112,6 +113,7 @@ class Scanner:
             nr += 1
         c[C.SCAN_US] += ticks_diff(ticks_us(), t0) - (sc.busy - busy0)
 
+    @micropython.native  # a hot path: see NATIVE in pool.py
     def _batch(self, want, offload, t0):
         """Reclaim up to `want` victims (at most one batch); returns pages taken (-1: zpool
         full, retrying now would only spin; 0: nothing resident to take).
