@@ -123,6 +123,40 @@ def test_version_mismatch_is_an_error(fresh: SimBoard, monkeypatch: pytest.Monke
         deploy.deploy(fresh.port)
 
 
+def test_a_build_without_the_native_emitter_gets_the_hot_paths_as_bytecode(
+        fresh: SimBoard, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The board says it has no native emitter (sys.implementation._mpy without an arch): its
+    # compiler would refuse @micropython.native, so those lines stay on the host.
+    monkeypatch.setattr(deploy, "board_mpy", lambda value: (6, 3, None))
+    r = deploy.deploy(fresh.port)
+    got = _on_board(fresh)
+
+    def decorators(text: bytes) -> int:
+        return sum(line.lstrip().startswith(b"@micropython.native") for line in text.splitlines())
+
+    marked = [n for n in SOURCES if decorators((FIRMWARE / n).read_bytes())]
+    assert {"pool.py", "scanner.py", "compressor.py"} <= set(marked)
+    for n in SOURCES:
+        src = (FIRMWARE / n).read_bytes()
+        assert decorators(got[n]) == 0, n
+        # Only the decorator lines went: every other line is there, in order.
+        assert got[n] == staging.without_native(src)
+        assert len(got[n].splitlines()) == len(src.splitlines()) - decorators(src), n
+    assert r.version == staging.host_version()  # and the package imports (the board checks)
+    assert _import_on_board(fresh) == f"{staging.host_version()} viper"
+
+
+@needs_mpy_cross
+def test_hot_paths_without_native_compile_as_bytecode(tmp_path: Path) -> None:
+    # What a build without the emitter does with pool.py: refuses it as is, takes it stripped.
+    src = FIRMWARE / "pool.py"
+    with pytest.raises(CompileError, match="bytecode"):
+        staging.compile_mpy(src, tmp_path / "pool.mpy", None)
+    plain = tmp_path / "pool.py"
+    plain.write_bytes(staging.without_native(src.read_bytes()))
+    staging.compile_mpy(plain, tmp_path / "pool.mpy", None)
+
+
 def test_broken_module_fails_the_import_check(fresh: SimBoard,
                                               monkeypatch: pytest.MonkeyPatch,
                                               tmp_path: Path) -> None:

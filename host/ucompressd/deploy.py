@@ -183,10 +183,13 @@ def deploy(
                               f"that ignores Ctrl-C?): {e}") from None
         mpy_value, machine, impl_version = _eval(s, _PROBE, "asking the board what it is")
         report = DeployReport(port=port, files=[], mpy=mpy, machine=machine)
+        board = board_mpy(mpy_value)
         if mpy:
-            arch = _check_mpy_target(port, arch, board_mpy(mpy_value), impl_version)
+            arch = _check_mpy_target(port, arch, board, impl_version)
             report.arch = arch
-        with staged(mpy, arch) as stage:
+        # A build without the native emitter gets the hot paths as bytecode (without_native).
+        native = board is None or board[2] is not None
+        with staged(mpy, arch, native) as stage:
             from ucz.server import firmware_digest
 
             want = {p.name: p.read_bytes() for p in sorted(stage.iterdir())}

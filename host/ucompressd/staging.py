@@ -118,9 +118,21 @@ def compile_mpy(src: Path, out: Path, arch: str | None, binary: str | None = Non
                           + (" | ".join(why[-2:]) if why else f"exit status {res.returncode}"))
 
 
+NATIVE_DECORATOR = "@micropython.native"
+
+
+def without_native(source: bytes) -> bytes:
+    """The module for a MicroPython without the native emitter, which refuses to compile
+    @micropython.native ("invalid micropython decorator"): the same code as bytecode. (Viper
+    modules need the emitter anyway; ucz falls back to the plain ones without them.)"""
+    return b"".join(line for line in source.splitlines(keepends=True)
+                    if not line.lstrip().startswith(NATIVE_DECORATOR.encode()))
+
+
 @contextlib.contextmanager
-def staged(mpy: bool = False, arch: str | None = None) -> Iterator[Path]:
-    """A temporary copy of the package as it will sit in /ucz (.py, or .mpy for `arch`)."""
+def staged(mpy: bool = False, arch: str | None = None, native: bool = True) -> Iterator[Path]:
+    """A temporary copy of the package as it will sit in /ucz (.py, or .mpy for `arch`);
+    native False: .py for a build without the native emitter (see without_native)."""
     src = firmware_dir()
     with tempfile.TemporaryDirectory(prefix="ucz-deploy-") as tmp:
         out = Path(tmp)
@@ -128,8 +140,10 @@ def staged(mpy: bool = False, arch: str | None = None) -> Iterator[Path]:
         for f in sorted(src.glob("*.py")):
             if mpy:
                 compile_mpy(f, out / (f.stem + ".mpy"), arch, binary)
-            else:
+            elif native:
                 shutil.copyfile(f, out / f.name)
+            else:
+                (out / f.name).write_bytes(without_native(f.read_bytes()))
         yield out
 
 
