@@ -1,7 +1,7 @@
 # auto: per batch, hand victims off to the compressor (kcompressd) or compress them inline
 # (kswapd), whichever costs the app's core less, measured as the run goes. Scanner imports it
 # only in auto mode.
-from .compat import const, ticks_us, ticks_diff
+from .compat import const, ticks_us, ticks_diff, micropython
 from . import counters as C
 
 # Auto's measurement: a window is at least this many reclaimed pages and at least this long,
@@ -133,6 +133,7 @@ class Auto:
             self.main = (3 * self.main + main) >> 2
         return self.busy > 256 >> BUSY_HALVES and self.main < 256 >> BUSY_HALVES
 
+    @micropython.native  # see NATIVE in pool.py
     def step(self, comp):
         """After a batch: close the window if it is full and decide; True to hand off next."""
         if not self.offload and self.pool.nqueued:

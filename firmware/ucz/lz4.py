@@ -18,7 +18,7 @@
 # the spec. Every core returns the bytes written (>= 0) or -((pos << 3) | code), code _E_*.
 from array import array
 
-from .compat import MICROPYTHON, const, has_viper
+from .compat import MICROPYTHON, const, has_viper, micropython
 
 # Error codes returned (negated, with a position) by the cores.
 _E_TRUNC = const(1)  # decompress: input ends inside a sequence; pos = src byte
@@ -398,6 +398,7 @@ if _vc is not None or _vd is not None:
     from uctypes import addressof as _addr
 
 
+@micropython.native  # see NATIVE in pool.py
 def compress_into(src, soff, n, dst, table):
     """compress(src[soff:soff+n], dst, table) without slicing; table is required."""
     if soff < 0 or n < 0 or soff + n > len(src):
@@ -413,6 +414,7 @@ def compress_into(src, soff, n, dst, table):
     return r
 
 
+@micropython.native  # see NATIVE in pool.py
 def decompress_into(src, soff, n, dst, doff, dlen):
     """decompress(src[soff:soff+n], dst[doff:doff+dlen]) without slicing."""
     if soff < 0 or n < 0 or soff + n > len(src):

@@ -25,15 +25,15 @@
 # (acquire(0)) instead of sleeping: on the unix port a blocked acquire is a futex round trip
 # that cost more than the section (measured), and rp2's core 1 has nothing else to run. Each
 # section is a try/finally, so a Ctrl-C inside one cannot leave the lock held.
-# NATIVE: the functions run per access or per page here, in the scanner and in the compressor
-# are @micropython.native. A bytecode function whose locals and stack pass 11 words takes its
-# frame from the GC heap on every call (py/objfun.c, VM_MAX_STATE_ON_STACK), under the GC's
-# mutex; with the compressor thread doing the same on the other core, both queue on it.
-# Measured on the unix port: such calls ran 2-4x slower while a second thread made them too
-# (not while it spun on locals), and in kcompressd mode at 1 KiB pages the app's core was
-# 1.5-2x slower at everything. Native code keeps its frame on the C stack, and runs faster.
-# Its price is code: +10 KB of .mpy for armv6m, in RAM unless frozen. tests/test_frames.py
-# checks that these functions have no heap frame.
+# NATIVE: what runs per access, per page or per batch (here, in the scanner, the compressor,
+# the zpool, auto and the codec's entry points) is @micropython.native. A bytecode function
+# whose locals and stack pass 11 words takes its frame from the GC heap on every call
+# (py/objfun.c, VM_MAX_STATE_ON_STACK), under the GC's mutex; with the compressor thread doing
+# the same on the other core, both queue on it. Measured on the unix port: such calls ran
+# 2-4x slower while a second thread made them too (not while it spun on locals), and in
+# kcompressd mode at 1 KiB pages the app's core was 1.5-2x slower at everything. Native code
+# keeps its frame on the C stack, and runs faster. Its price is code: armv6m .mpy of the
+# package 64 -> 79 KB, in RAM unless frozen. tests/test_frames.py checks these frames.
 from .compat import const, allocate_lock, ticks_us, ticks_diff, zeros, itemsize, micropython
 from . import counters as C
 from . import lz4

@@ -78,6 +78,7 @@ class Scanner:
         self.hand = h
         return -1
 
+    @micropython.native  # see NATIVE in pool.py
     def direct(self):
         """Direct reclaim for a stalled allocation: compress victims inline, synchronously.
 

@@ -12,7 +12,7 @@
 # objects: a handle is (zspage << 6) | slot, a small int.
 #
 # Not thread safe by itself: callers hold Pool.lock around alloc/free (short, no copying).
-from .compat import const, zeros
+from .compat import const, zeros, micropython
 
 NONE = const(0xFFFF)
 _END = const(0xFF)
@@ -99,6 +99,7 @@ class ZPool:
             self.zprev[h] = zp
         self.head[c] = zp
 
+    @micropython.native  # see NATIVE in pool.py
     def alloc(self, n):
         """A handle for an n-byte object (1 <= n <= zspage), or -1 when no slot can be had."""
         c = self.cls_of[(n + 7) >> 3]
@@ -134,6 +135,7 @@ class ZPool:
         zp = h >> _SLOT_BITS
         return self.base + zp * self.zspage + (h & _SLOT_MASK) * self.slot[self.zcls[zp]]
 
+    @micropython.native  # see NATIVE in pool.py
     def free(self, h, n):
         zp = h >> _SLOT_BITS
         i = h & _SLOT_MASK
