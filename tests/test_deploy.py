@@ -68,6 +68,7 @@ def _import_on_board(board: SimBoard) -> str:
 
 def test_deploy_copies_everything_then_nothing(fresh: SimBoard) -> None:
     r = deploy.deploy(fresh.port)
+    assert r.native  # the unix port has the native emitter: the files go as they are
     assert r.copied == SOURCES and r.removed == [] and r.unchanged == []
     assert r.files == SOURCES and r.hash_method == "sha256"
     assert r.version == staging.host_version() and r.lz4_impl == "viper" and not r.viper_errors
@@ -124,7 +125,8 @@ def test_version_mismatch_is_an_error(fresh: SimBoard, monkeypatch: pytest.Monke
 
 
 def test_a_build_without_the_native_emitter_gets_the_hot_paths_as_bytecode(
-        fresh: SimBoard, monkeypatch: pytest.MonkeyPatch) -> None:
+        fresh: SimBoard, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
     # The board says it has no native emitter (sys.implementation._mpy without an arch): its
     # compiler would refuse @micropython.native, so those lines stay on the host.
     monkeypatch.setattr(deploy, "board_mpy", lambda value: (6, 3, None))
@@ -143,6 +145,9 @@ def test_a_build_without_the_native_emitter_gets_the_hot_paths_as_bytecode(
         assert got[n] == staging.without_native(src)
         assert len(got[n].splitlines()) == len(src.splitlines()) - decorators(src), n
     assert r.version == staging.host_version()  # and the package imports (the board checks)
+    assert r.native is False and deploy.deploy(fresh.port).copied == []  # already as staged
+    assert main(["deploy", "--port", fresh.port]) == 0
+    assert "(.py, hot paths as bytecode: no native emitter)" in capsys.readouterr().out
     assert _import_on_board(fresh) == f"{staging.host_version()} viper"
 
 

@@ -63,6 +63,7 @@ class DeployReport:
     viper_errors: dict[str, str] = field(default_factory=dict)  # module -> why it did not load
     machine: str = ""
     digest: str | None = None  # ucz.server.firmware_digest of the package as deployed
+    native: bool = True  # False: the board has no native emitter; hot paths went as bytecode
 
 
 # -- the board side --------------------------------------------------------------------------------
@@ -188,7 +189,7 @@ def deploy(
             arch = _check_mpy_target(port, arch, board, impl_version)
             report.arch = arch
         # A build without the native emitter gets the hot paths as bytecode (without_native).
-        native = board is None or board[2] is not None
+        native = report.native = board is None or board[2] is not None
         with staged(mpy, arch, native) as stage:
             from ucz.server import firmware_digest
 
@@ -308,7 +309,8 @@ def run(args: argparse.Namespace) -> int:
     report = deploy(args.port, mpy=args.mpy, arch=arch, force=args.force,
                     boot_timeout=args.timeout,
                     log=lambda line: print(line, file=sys.stderr, flush=True))
-    kind = f".mpy for {report.arch}" if report.mpy else ".py"
+    kind = f".mpy for {report.arch}" if report.mpy else ".py" if report.native else \
+        ".py, hot paths as bytecode: no native emitter"
     print(f"deployed ucz {report.version} ({kind}) to {report.port}: "
           f"{len(report.copied)} copied, {len(report.removed)} removed, "
           f"{len(report.unchanged)} unchanged ({report.hash_method}); lz4 {report.lz4_impl}")
