@@ -23,6 +23,7 @@ from typing import Any
 
 import common
 from common import Target, fmt
+from ucz.calibrate import spin  # the board's calibration loop: one loop for both
 
 WINDOW_S = 0.25  # one window: its median loop time is the CPU's speed then
 LOOP_S = 0.002  # one timed loop, short beside the window
@@ -35,18 +36,11 @@ QUIET = 1.15
 SIBLING = 1.05
 
 
-def _spin(n: int) -> int:
-    x = 1
-    for _ in range(n):
-        x = (x * 1664525 + 1013904223) & 0xFFFFFF
-    return x
-
-
 def _loops_per_timing() -> int:
     n = 1000
     while True:
         t = time.perf_counter()
-        _spin(n)
+        spin(n)
         if time.perf_counter() - t >= LOOP_S:
             return n
         n *= 2
@@ -63,7 +57,7 @@ def _windows(cpu: int, n: int, seconds: float, start: float, out: Any) -> None:
     edge = start + WINDOW_S
     while True:
         t = time.perf_counter()
-        _spin(n)
+        spin(n)
         now = time.perf_counter()
         cur.append((now - t) * 1e3)
         if now >= edge:
@@ -78,7 +72,7 @@ def _windows(cpu: int, n: int, seconds: float, start: float, out: Any) -> None:
 def _busy(cpu: int, stop: Any) -> None:
     os.sched_setaffinity(0, {cpu})
     while not stop.is_set():
-        _spin(10000)
+        spin(10000)
 
 
 def _steal() -> dict[int, int]:

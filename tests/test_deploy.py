@@ -134,7 +134,8 @@ def test_a_build_without_the_native_emitter_gets_the_hot_paths_as_bytecode(
     got = _on_board(fresh)
 
     def decorators(text: bytes) -> int:
-        return sum(line.lstrip().startswith(b"@micropython.native") for line in text.splitlines())
+        return sum(line.lstrip().startswith(staging.NATIVE_DECORATOR)
+                   for line in text.splitlines())
 
     marked = [n for n in SOURCES if decorators((FIRMWARE / n).read_bytes())]
     assert {"pool.py", "scanner.py", "compressor.py"} <= set(marked)

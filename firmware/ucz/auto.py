@@ -58,8 +58,9 @@ class Auto:
     (mean of its recent windows) by the margin, or at about its pace stalls the app far less
     (SLOWER_32NDS), and then beats one more window of the current design as well (the
     confirmation: see the note above Auto); a trial that stalls the app more loses at once
-    (STALL_256THS). A switch is counted (kcompressd_auto_inline / kcompressd_auto_offload). While handing off plainly pays
-    (see BUSY_HALVES) the trial of inline is skipped. Main thread only; allocates nothing.
+    (STALL_256THS). A switch is counted (kcompressd_auto_inline / kcompressd_auto_offload).
+    While handing off plainly pays (see BUSY_HALVES) the trial of inline is skipped. Main
+    thread only; allocates nothing.
     """
 
     def __init__(self, pool, offload, same_core):

@@ -7,7 +7,8 @@ from .compat import ticks_us, ticks_diff, sleep_ms, start_new_thread, zeros
 _LOOPS = 100000  # about 7 ms on the unix port, well under a second on a 150 MHz Cortex-M
 
 
-def _spin(n):
+def spin(n):
+    """The fixed loop (benchmarks/host_speed.py times it on the host's CPUs too)."""
     x = 1
     for _ in range(n):
         x = (x * 1664525 + 1013904223) & 0xFFFFFF  # small ints on every port: no allocation
@@ -16,7 +17,7 @@ def _spin(n):
 
 def _timed(n, out, i):
     t0 = ticks_us()
-    _spin(n)
+    spin(n)
     out[i] = ticks_diff(ticks_us(), t0)
     out[i + 1] = 1  # done
 

@@ -58,7 +58,7 @@ class Compressor:
                 raise RuntimeError("compressor thread did not stop")
             sleep_ms(1)
 
-    @micropython.native  # a hot path: see NATIVE in pool.py
+    @micropython.native  # see NATIVE in pool.py
     def _drain(self):
         """Take a batch from the ring (one lock round) and store each page; returns how many."""
         pool = self.pool

@@ -48,7 +48,7 @@ class Scanner:
             if self.event is not None:
                 self.event.set()
 
-    @micropython.native  # a hot path: see NATIVE in pool.py
+    @micropython.native  # see NATIVE in pool.py
     def pick(self, scan):
         """Next victim under the CLOCK hand, or -1 when no page is resident. Main thread only."""
         pool = self.pool
@@ -114,7 +114,7 @@ class Scanner:
             nr += 1
         c[C.SCAN_US] += ticks_diff(ticks_us(), t0) - (sc.busy - busy0)
 
-    @micropython.native  # a hot path: see NATIVE in pool.py
+    @micropython.native  # see NATIVE in pool.py
     def _batch(self, want, offload, t0):
         """Reclaim up to `want` victims (at most one batch); returns pages taken (-1: zpool
         full, retrying now would only spin; 0: nothing resident to take).

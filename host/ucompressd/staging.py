@@ -118,7 +118,7 @@ def compile_mpy(src: Path, out: Path, arch: str | None, binary: str | None = Non
                           + (" | ".join(why[-2:]) if why else f"exit status {res.returncode}"))
 
 
-NATIVE_DECORATOR = "@micropython.native"
+NATIVE_DECORATOR = b"@micropython.native"
 
 
 def without_native(source: bytes) -> bytes:
@@ -126,7 +126,7 @@ def without_native(source: bytes) -> bytes:
     @micropython.native ("invalid micropython decorator"): the same code as bytecode. (Viper
     modules need the emitter anyway; ucz falls back to the plain ones without them.)"""
     return b"".join(line for line in source.splitlines(keepends=True)
-                    if not line.lstrip().startswith(NATIVE_DECORATOR.encode()))
+                    if not line.lstrip().startswith(NATIVE_DECORATOR))
 
 
 @contextlib.contextmanager
