@@ -191,3 +191,44 @@ def test_host_speed_quick(tmp_path: Path) -> None:
     assert 0 <= doc["both_fast_share"] <= 1
     s = doc["sibling"]
     assert s["idle_ms"] > 0 and s["cost"] == pytest.approx(s["busy_ms"] / s["idle_ms"])
+
+
+def _bench_module(name: str) -> Any:
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return __import__(name)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
+def _cell(rates: dict[str, list[float]], share: float = 0.002) -> dict[str, Any]:
+    """A sweep cell's compare document: runs with these pgsteal/s and a stall share."""
+    def run(rate: float) -> dict[str, Any]:
+        return {"counters": {"elapsed_us": 1_000_000, "kcompressd_auto_inline": 0,
+                             "kcompressd_auto_offload": 0},
+                "rates": {"pgsteal_anon_per_s": rate, "ops_per_s": rate},
+                "stall_us": {"total": share * 1_000_000, "p99": 128}, "problems": []}
+
+    return {"repeats": {d: [run(r) for r in rs] for d, rs in rates.items()}}
+
+
+def test_a_sweep_cell_miss_is_significant_only_when_its_interval_is_past_the_target() -> None:
+    br = _bench_module("bench_reclaim")
+    ks = [10_000, 10_100, 9_900, 10_050, 9_950]
+    kc = [20_000, 20_400, 19_600, 20_200, 19_800]
+    # auto a third slower in every run: the interval lies wholly below 0.95
+    slow = br.auto_verdict(_cell({"kswapd": ks, "kcompressd": kc,
+                                  "auto": [r * 0.66 for r in kc]}))
+    assert not slow["met"] and slow["miss"] == "significant", slow
+    assert slow["rate_vs_best"]["ci95"][1] < br.AUTO_STEAL
+    # auto's median 8% down, but its runs spread as far as the better design's top
+    noisy = br.auto_verdict(_cell({"kswapd": ks, "kcompressd": kc,
+                                   "auto": [18_400, 21_000, 15_000, 23_000, 17_000]}))
+    assert not noisy["met"] and noisy["miss"] == "noise", noisy
+    same = br.auto_verdict(_cell({"kswapd": ks, "kcompressd": kc, "auto": list(kc)}))
+    assert same["met"] and same["miss"] is None
+    # a stall share significantly over the better design's (and the floor) is significant too
+    stalls = _cell({"kswapd": ks, "kcompressd": kc, "auto": list(kc)})
+    for i, r in enumerate(stalls["repeats"]["auto"]):
+        r["stall_us"]["total"] = 20_000 + i * 100  # 2% of the run against 0.2%
+    assert br.auto_verdict(stalls)["miss"] == "significant"
