@@ -68,6 +68,11 @@ QUICK = {"pressure": (2, 4), "think_us": (0, 100), "ring": (16, 64), "batch": (1
 ARENA_SHARE = 0.6  # the largest arena a sweep may ask of the board's free heap
 TRACE_SAMPLE_MS = 10
 DESIGNS = ("kswapd", "kcompressd", "auto")
+# What the host gives two threads: the board's calibration loop run as one unit on each thread
+# at once against both units on one thread, each unit about a run's length (a short loop sees
+# one moment of a host whose cores change speed every second or so), this many times.
+PARALLEL_S = 1.0
+PARALLEL_REPEAT = 5
 
 
 def ideal(run: dict[str, Any]) -> float | None:
@@ -204,6 +209,24 @@ def fit(overrides: list[dict[str, Any]], limit: int, keep_frames: bool = False) 
         if not keep_frames:
             p //= 2
     return p, f
+
+
+def parallel_speedup(board: experiment.Board, timeout: float, seconds: float = PARALLEL_S,
+                     repeat: int = PARALLEL_REPEAT) -> dict[str, Any] | None:
+    """Two threads' speed-up on perfectly parallel work on this board (median, min, max over
+    PARALLEL_REPEAT): what the host gives a split before the split's own costs. The loop is
+    arithmetic on small ints; the reclaim threads also stream pages through memory, which two
+    hyperthreads of one core share, so they may get less. None on a board without a truly
+    parallel second thread."""
+    short = experiment.calibrate(board, timeout)
+    if not short.get("parallel") or not short.get("main_us"):
+        return None
+    loops = max(1, round(experiment.CALIBRATION_LOOPS * seconds * 1e6 / short["main_us"]))
+    ups = []
+    for _ in range(repeat):
+        c = experiment.calibrate(board, timeout + 4 * seconds, loops)
+        ups.append((c["main_us"] + c["thread_us"]) / max(c["both_main_us"], c["both_thread_us"]))
+    return {**spread(ups), "loops": loops}
 
 
 class Bench:
@@ -389,6 +412,17 @@ def reclaim_targets(vs: dict[str, Any], doc: dict[str, Any], bench: Bench) -> li
                               f"{fmt(b, ' us', 0)} vs {fmt(a, ' us', 0)}", b,
                               None if a is None or b is None else b <= a, why))
     v = vs.get("kcompressd/thread")
+    par = doc.get("parallel")
+    if par and v and v["ideal_run"]["median"] and par["median"]:
+        # Not a target: the whole-run ideal assumes two full-speed cores; this host gave two
+        # threads par x one thread's speed on work with nothing to share.
+        host = v["ideal_run"]["median"] * par["median"] / 2
+        steal = v["steal_ratio"]["median"]
+        targets.append(Target(
+            "(the whole-run ideal at this host's parallel speed-up: x two threads' speed-up on "
+            "the calibration loop / 2)", "-",
+            f"{host:.2f}x = {v['ideal_run']['median']:.2f}x x {fmt_spread(par, 'x')} / 2", host,
+            None, f"kcompressd/thread at {steal / host:.0%} of it" if steal else ""))
     share = v["share"] if v else none
     targets.append(Target("share of the ideal ratio, kcompressd/thread", f">= {SHARE_TARGET:.0%}",
                           fmt_spread(scaled(share, 100), "%", 0)
@@ -523,6 +557,9 @@ def main(argv: list[str] | None = None) -> int:
         doc["compare"] = bench.compare("headline", cfgs, repeat, calibrate=True)
         doc["trace"] = bench.compare(
             "trace", {m: {**cfgs[m], "sample_ms": TRACE_SAMPLE_MS} for m in DESIGNS}, 1)
+        st.update("two threads on perfectly parallel work")
+        doc["parallel"] = (parallel_speedup(board, args.timeout, 0.25, 1) if args.quick
+                           else parallel_speedup(board, args.timeout))
 
         if not args.no_sweeps and "thread" in placements:
             # The largest arena a sweep point may ask for: the default config's when the headline
