@@ -29,6 +29,7 @@ _E_CFULL = const(5)  # compress: dst too small; pos = bytes the output needs at 
 _E_NOLAST = const(6)  # decompress: block ends with a match instead of literals; pos = src byte
 
 _HSIZE = const(4096)  # hash table entries (u16 positions mod 64 Ki): 8 KiB
+TABLE_BYTES = 2 * _HSIZE  # what new_table() holds (the host sizes runs with it)
 # LZ4_hash5 wants bits 28..39 of (5 input bytes) * 889523592379 mod 2**40. The multiplier
 # in 20-bit halves keeps every partial product below 2**62: small ints on 64-bit MicroPython
 # (a 32-bit port without viper gets big ints here: correct, only slower).

@@ -80,6 +80,13 @@ class Scratch:
         self.gens = bytearray(batch)
 
 
+def scratch_peak(page_size, batch):
+    """Heap bytes building one Scratch takes at its peak: its page buffer, its LZ4 table
+    and the zeroed buffer the table is copied from (MicroPython makes a zeroed array only
+    from a buffer: lz4.new_table, compat.zeros), and its batch arrays, likewise twice."""
+    return lz4.bound(page_size) + 2 * lz4.TABLE_BYTES + 2 * batch * (2 * itemsize("H") + 1)
+
+
 def watermarks(nframes):
     """Default (min, low, high) in free frames. The gaps must cover what the app allocates
     between two turns of the scanner (about yield_ops frames), so they have a floor, and grow

@@ -137,6 +137,11 @@ def arena_needed(cfg):
     return arena_bytes(cfg["frames"], cfg["page_size"], cfg["zpool"])
 
 
+def makes_compressor(cfg):
+    """Whether a run of cfg builds a Compressor (and with it a second Scratch)."""
+    return cfg["mode"] == "kcompressd" or cfg["mode"] == "auto" and cfg["compressor"] == "thread"
+
+
 def run(cfg, emit=None, arena=None, audit=0):
     """Run one experiment (cfg from config()); emit(kind, data) streams samples and progress.
 
@@ -152,7 +157,7 @@ def run(cfg, emit=None, arena=None, audit=0):
                 wlow=cfg["wmark_low"], whigh=cfg["wmark_high"], ring=cfg["ring"], arena=arena,
                 batch=cfg["batch"])
     comp = None
-    if cfg["mode"] == "kcompressd" or cfg["mode"] == "auto" and cfg["compressor"] == "thread":
+    if makes_compressor(cfg):
         comp = Compressor(pool, cfg["compressor"], cfg["slice_us"])
     # auto with the compressor on the app's core (a board with one core, or a GIL) is kswapd:
     # a task compressor adds the ring's round trip to the same compression, so auto never

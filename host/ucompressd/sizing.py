@@ -37,7 +37,11 @@ def firmware_heap(word: int = WORD) -> int:
 
 def run_slack(cfg: dict[str, Any], word: int = WORD) -> int:
     words = RUN_WORDS + (AUTO_WORDS if cfg.get("mode") == "auto" else 0)
-    return words * word + RUN_PER_PAGE * cfg["pages"]
+    # A compressor builds its own Scratch once the pool's arrays are in place, where the heap
+    # is tightest. Left out, the largest zpool the host named failed to run there (MemoryError
+    # in lz4.new_table) by 12-16 KB at 4 KiB pages (128 and 900 pages), and kswapd runs did not.
+    comp = pool.scratch_peak(cfg["page_size"], cfg["batch"]) if runner.makes_compressor(cfg) else 0
+    return words * word + RUN_PER_PAGE * cfg["pages"] + comp
 
 
 # The knobs that size a run, in the order a refusal names them.

@@ -368,7 +368,9 @@ def test_mp_batched_and_auto_paths_do_not_allocate():
     # The batched hand-off (scanner batch, ring-full fallback, cheap pages inline, the
     # compressor's batch drain, the assist) and auto's per-batch decision allocate nothing.
     _needs_viper_codec()
-    pool = Pool(128, 32, 1024, 128 * 1024, data=5, seed=9, ring=8, batch=4)
+    # zpool: the 96 pages out of frames, all raw at worst (an arena of 128 KB: one of 160 KB
+    # did not always find a free block in a Pico 2's heap after the tests before it)
+    pool = Pool(128, 32, 1024, 96 * 1024, data=5, seed=9, ring=8, batch=4)
     comp = Compressor(pool, "task")
     sc = Scanner(pool, comp, auto=True)
     sc.auto.same_core = False  # let it try both designs
@@ -398,6 +400,6 @@ def test_mp_batched_and_auto_paths_do_not_allocate():
         gc.enable()
     c = pool.c
     assert c[C.KCOMPRESSD_BATCH] > 0 and c[C.KCOMPRESSD_FALLBACK] > 0 and c[C.KCOMPRESSD_CHEAP] > 0
-    assert c[C.KCOMPRESSD_AUTO_PROBE] > 0
+    assert c[C.KCOMPRESSD_AUTO_PROBE] > 0 and c[C.ZPOOL_FULL] == 0
     assert a1 - a0 == 0, "batched/auto paths allocated %d bytes" % (a1 - a0)
     assert c[C.CORRUPT] == 0 and pool.check() == []
