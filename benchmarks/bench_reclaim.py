@@ -305,8 +305,8 @@ def sweep(bench: Bench, name: str, label: str, values: list[Any], configs: list[
 def sweep_table(s: dict[str, Any]) -> Table:
     t = Table(title=f"sweep: {s['label']} (kswapd, kcompressd/thread, auto; same seed; medians)")
     for col in ("value", "steal/s ks", "kc", "auto", "kc/ks", "auto/ks", "auto/best",
-                "auto/best HL (95%)", "stall share ks", "kc", "auto", "p99 us ks", "kc", "auto", "switches",
-                "fallbacks kc", "better", "auto target", "vs lower share"):
+                "auto/best HL (95%)", "stall share ks", "kc", "auto", "p99 us ks", "kc", "auto",
+                "switches", "fallbacks kc", "better", "auto target", "vs lower share"):
         t.add_column(col, justify="right")
     for p in s["points"]:
         vs, va, au = p.get("versus"), p.get("versus_auto"), p.get("auto")
@@ -332,7 +332,7 @@ def sweep_table(s: dict[str, Any]) -> Table:
             fmt(au["switches"], "", 0),
             fmt(vs["kcompressd_fallback"]["kcompressd"]["median"], "", 0),
             au["better"].replace("kcompressd", "kc").replace("kswapd", "ks"),
-            "[green]met[/green]" if au["met"] else f"[red]not met[/red] ({au.get('miss')})",
+            "[green]met[/green]" if au["met"] else f"[red]not met[/red] ({au['miss']})",
             "[green]met[/green]" if au["met_lower"] else "[red]not met[/red]",
         )
     return t
@@ -417,12 +417,12 @@ def reclaim_targets(vs: dict[str, Any], doc: dict[str, Any], bench: Bench) -> li
         # Not a target: the whole-run ideal assumes two full-speed cores; this host gave two
         # threads par x one thread's speed on work with nothing to share.
         host = v["ideal_run"]["median"] * par["median"] / 2
-        steal = v["steal_ratio"]["median"]
+        got = v["steal_ratio"]["median"]
         targets.append(Target(
-            "(the whole-run ideal at this host's parallel speed-up: x two threads' speed-up on "
-            "the calibration loop / 2)", "-",
+            "(the whole-run ideal x this host's two-thread speed-up on the calibration loop / 2)",
+            "-",
             f"{host:.2f}x = {v['ideal_run']['median']:.2f}x x {fmt_spread(par, 'x')} / 2", host,
-            None, f"kcompressd/thread at {steal / host:.0%} of it" if steal else ""))
+            None, f"kcompressd/thread at {got / host:.0%} of it" if got else ""))
     share = v["share"] if v else none
     targets.append(Target("share of the ideal ratio, kcompressd/thread", f">= {SHARE_TARGET:.0%}",
                           fmt_spread(scaled(share, 100), "%", 0)

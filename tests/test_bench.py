@@ -151,8 +151,7 @@ def test_bench_reclaim_quick_headline_on_the_simulated_board(tmp_path: Path) -> 
         "allocation stalls removed, kcompressd/thread", "stall p99, kcompressd/thread vs kswapd",
         "pgsteal_anon/s, auto over kswapd (default)", "allocation stalls removed, auto",
         "stall p99, auto vs kswapd", "share of the ideal ratio, kcompressd/thread",
-        "(the whole-run ideal at this host's parallel speed-up: x two threads' speed-up on the "
-        "calibration loop / 2)",
+        "(the whole-run ideal x this host's two-thread speed-up on the calibration loop / 2)",
         "corrupt pages, every run"], proc.stdout)
     assert set(doc["headline"]) == {"kcompressd/thread", "kcompressd/task", "auto"}
     # the sim's two threads run in parallel: one repetition of the speed-up (--quick)
