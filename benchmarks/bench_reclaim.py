@@ -131,6 +131,11 @@ def versus(ks: list[dict[str, Any]], kc: list[dict[str, Any]]) -> dict[str, Any]
     return out
 
 
+def per_run(doc: dict[str, Any], design: str, key: str) -> list[Any]:
+    """One metric of each of a design's runs in a compare document."""
+    return [experiment.metrics(r)[key] for r in runs_of(doc, design)]
+
+
 def medians(runs: list[dict[str, Any]]) -> dict[str, float | None]:
     """Median of each metric over one design's runs."""
     ms = [experiment.metrics(r) for r in runs]
@@ -166,14 +171,12 @@ def auto_verdict(doc: dict[str, Any]) -> dict[str, Any] | None:
         return share is not None and ref is not None and share <= max(ref * AUTO_STALL,
                                                                        STALL_FLOOR)
 
-    def values(design: str, key: str) -> list[Any]:
-        return [experiment.metrics(r)[key] for r in runs_of(doc, design)]
-
     steal_ok = steal is not None and steal >= AUTO_STEAL
     lower = min(shares) if shares else None
     met = steal_ok and share_ok(m[better]["stall_share"])
-    rate = stats.compare(values(better, "pgsteal_anon_per_s"), values("auto", "pgsteal_anon_per_s"))
-    stall = stats.compare(values(better, "stall_share"), values("auto", "stall_share"))
+    rate = stats.compare(per_run(doc, better, "pgsteal_anon_per_s"),
+                         per_run(doc, "auto", "pgsteal_anon_per_s"))
+    stall = stats.compare(per_run(doc, better, "stall_share"), per_run(doc, "auto", "stall_share"))
     sig_rate = not steal_ok and rate["ci95"] is not None and rate["ci95"][1] < AUTO_STEAL
     # Shares of 0 make it a difference (auto's minus the better design's), judged at the floor.
     over = AUTO_STALL if stall["measure"] == "ratio" else STALL_FLOOR
@@ -471,9 +474,9 @@ def sweep_targets(sweeps: dict[str, Any]) -> list[Target]:
     r = (one or {}).get("versus_auto", {}).get("steal_ratio", none)
     note = "no one-core board (needs the simulated board, Linux)"
     if one:
-        rate = [[experiment.metrics(x)["pgsteal_anon_per_s"] for x in runs_of(one["compare"], d)]
-                for d in ("kswapd", "auto")]
-        note = f"HL {_interval(stats.compare(*rate))}"
+        rate = stats.compare(per_run(one["compare"], "kswapd", "pgsteal_anon_per_s"),
+                             per_run(one["compare"], "auto", "pgsteal_anon_per_s"))
+        note = f"HL {_interval(rate)}"
     targets.append(Target("one core: auto pgsteal_anon/s over kswapd", f">= {ONE_CORE}x",
                           fmt_spread(r, "x"), r["median"], _at_least(r, ONE_CORE), note))
     return targets

@@ -15,6 +15,18 @@ if str(FIRMWARE) not in sys.path:
     sys.path.insert(0, str(FIRMWARE))
 
 
+def bench_module(name: str):
+    """A benchmarks/ script imported as a module (its functions and constants), the path
+    added only for the import: the scripts import their `common` by plain name."""
+    import importlib
+
+    sys.path.insert(0, str(REPO / "benchmarks"))
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(str(REPO / "benchmarks"))
+
+
 def _pico2_heap() -> str:
     from ucompressd.boards import load
 

@@ -11,7 +11,7 @@ from typing import Any
 import lz4.block
 import pytest
 
-from conftest import REPO, run_micropython
+from conftest import REPO, bench_module, run_micropython
 from ucz import bench
 from ucz.pagedata import KINDS, csum, fill
 
@@ -69,12 +69,8 @@ def test_codec_on_cpython_plain_path() -> None:
 
 
 def test_memory_under_micropython_is_consistent() -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        from bench_memory import MEMORY_CODE  # the very snippet the benchmark runs on a board
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-    m = mp_json(MEMORY_CODE)
+    # the very snippet the benchmark runs on a board
+    m = mp_json(bench_module("bench_memory").MEMORY_CODE)
     assert m["modules"] == list(bench.SERVER_MODULES)
     assert set(m["heap_by_module"]) == set(bench.SERVER_MODULES) | {"Server()"}
     assert all(n >= 0 for n in m["heap_by_module"].values()), m["heap_by_module"]
@@ -204,14 +200,6 @@ def test_host_speed_quick(tmp_path: Path) -> None:
     assert s["idle_ms"] > 0 and s["cost"] == pytest.approx(s["busy_ms"] / s["idle_ms"])
 
 
-def _bench_module(name: str) -> Any:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        return __import__(name)
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
-
-
 def _cell(rates: dict[str, list[float]], share: float = 0.002) -> dict[str, Any]:
     """A sweep cell's compare document: runs with these pgsteal/s and a stall share."""
     def run(rate: float) -> dict[str, Any]:
@@ -224,7 +212,7 @@ def _cell(rates: dict[str, list[float]], share: float = 0.002) -> dict[str, Any]
 
 
 def test_a_sweep_cell_miss_is_significant_only_when_its_interval_is_past_the_target() -> None:
-    br = _bench_module("bench_reclaim")
+    br = bench_module("bench_reclaim")
     ks = [10_000, 10_100, 9_900, 10_050, 9_950]
     kc = [20_000, 20_400, 19_600, 20_200, 19_800]
     # auto a third slower in every run: the interval lies wholly below 0.95

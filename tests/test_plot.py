@@ -10,7 +10,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from conftest import REPO
+from conftest import bench_module
 
 pytest.importorskip("matplotlib", reason="matplotlib not installed: pip install 'ucompressd[plot]'")
 
@@ -93,11 +93,7 @@ def test_default_output_is_the_results_name_with_png(compare_json: Path) -> None
 
 def test_reclaim_benchmark_json_adds_one_panel_per_sweep(
         board: experiment.Board, compare_json: Path, tmp_path: Path) -> None:
-    sys.path.insert(0, str(REPO / "benchmarks"))
-    try:
-        import bench_reclaim
-    finally:
-        sys.path.remove(str(REPO / "benchmarks"))
+    bench_reclaim = bench_module("bench_reclaim")
 
     class Quiet:
         def update(self, text: str) -> None:
