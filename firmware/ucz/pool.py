@@ -83,7 +83,8 @@ class Scratch:
 def scratch_peak(page_size, batch):
     """Heap bytes building one Scratch takes at its peak: its page buffer, its LZ4 table
     and the zeroed buffer the table is copied from (MicroPython makes a zeroed array only
-    from a buffer: lz4.new_table, compat.zeros), and its batch arrays, likewise twice."""
+    from a buffer: lz4.new_table, compat.zeros), and its three batch arrays, each counted
+    twice (the bytearray of claims has no such copy: a few bytes over)."""
     return lz4.bound(page_size) + 2 * lz4.TABLE_BYTES + 2 * batch * (2 * itemsize("H") + 1)
 
 
